@@ -1,0 +1,190 @@
+"""`llm-memory estimate`: one model, one precision, one workload, optionally one device."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import InputError
+from .estimate.architecture import ConfigError, parse_architecture
+from .estimate.fit import decode_tokens_per_second, devices_needed, longest_context, verdict
+from .estimate.precision import PrecisionError
+from .estimate.rules import rules_of_thumb
+from .estimate.scenario import GIB, Scenario, ScenarioError, estimate as run_estimate
+from .estimate.training import OPTIMIZERS
+
+MAX_CONFIG_BYTES = 4 * 2**20
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise InputError(f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MiB; not a config.json")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}:{e.lineno}:{e.colno}: malformed JSON: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a config.json must hold a JSON object")
+    return data
+
+
+def _gib(n: int | float) -> str:
+    return f"{n / GIB:,.2f} GiB"
+
+
+@click.command()
+@click.argument("model", required=False)
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="A local Hugging Face config.json instead of a catalog model.")
+@click.option("--params", "bare_params", type=int, help="A bare parameter count (rules of thumb and model states only).")
+@click.option("--precision", default=None, help="Weight precision id (data/precisions.yaml). Default bf16; nf4 for qlora.")
+@click.option("--workload", type=click.Choice(["inference", "train", "lora", "qlora"]), default="inference", show_default=True)
+@click.option("--context", type=int, default=None, help="Tokens per sequence. Default 4096 for inference, 2048 for training.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Sequences at once (micro-batch for training).")
+@click.option("--kv-precision", default=None, help="KV-cache type: f16, bf16, fp8, q8_0, q4_0. Default f16 for GGUF, else bf16.")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="Default adamw; adamw_8bit for qlora.")
+@click.option("--checkpointing", type=click.Choice(["none", "selective", "full"]), default=None,
+              help="Gradient checkpointing. Default none; full for qlora (as in the QLoRA paper).")
+@click.option("--zero", type=click.IntRange(0, 3), default=0, show_default=True, help="ZeRO stage for training over --gpus.")
+@click.option("--gpus", type=int, default=1, show_default=True, help="GPUs: tensor parallel for inference, ZeRO data parallel for training.")
+@click.option("--gpu", "device_id", default=None, help="Check the fit against this catalog device id.")
+@click.option("--lora-rank", type=int, default=None, help="LoRA rank. Default 16; 64 for qlora.")
+@click.option("--no-flash-attention", is_flag=True, help="Eager attention: materialise the s x s score matrix.")
+@click.option("--overhead-gib", type=float, default=None, help="Runtime overhead (CUDA context etc.). Default 1.0.")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("data"),
+              show_default=True, help="Catalog folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (bytes as integers).")
+def estimate(model, config_path, bare_params, precision, workload, context, batch, kv_precision, optimizer,
+             checkpointing, zero, gpus, device_id, lora_rank, no_flash_attention, overhead_gib, data_dir, as_json):
+    """Estimate the memory of MODEL (a catalog id such as meta-llama/Llama-3.1-8B)."""
+    from .catalog.load import load_catalog, load_precisions
+
+    sources = [x for x in (model, config_path, bare_params) if x is not None]
+    if len(sources) != 1:
+        raise click.UsageError("give exactly one of MODEL, --config PATH or --params N")
+    if workload == "inference" and checkpointing:
+        raise click.UsageError("--checkpointing applies to training workloads, not inference")
+    if context is None:
+        context = 4096 if workload == "inference" else 2048
+    if checkpointing is None:
+        checkpointing = "full" if workload == "qlora" else "none"
+    overhead = None
+    if overhead_gib is not None:
+        if not 0 <= overhead_gib <= 1024:
+            raise click.UsageError("--overhead-gib must be between 0 and 1024")
+        overhead = int(overhead_gib * GIB)
+    catalog = None
+    if model is not None or device_id is not None:
+        catalog = load_catalog(data_dir)
+        precisions = catalog.precisions
+    else:
+        precisions = load_precisions(data_dir)
+
+    kwargs = dict(workload=workload, precision=precision, context=context, batch=batch, kv_precision=kv_precision,
+                  optimizer=optimizer, checkpointing=checkpointing, zero=zero, gpus=gpus, lora_rank=lora_rank,
+                  flash_attention=not no_flash_attention)
+    if overhead is not None:
+        kwargs["overhead_bytes"] = overhead
+    scenario = Scenario(**kwargs)
+
+    if bare_params is not None:
+        _bare(bare_params, scenario, precisions, as_json)
+        return
+    try:
+        if config_path is not None:
+            arch = parse_architecture(_read_config(config_path))
+            label = str(config_path)
+        else:
+            if model not in catalog.models:
+                close = [m for m in catalog.models if model.lower() in m.lower()][:5]
+                hint = f"; did you mean: {', '.join(close)}" if close else "; `ls data/models` lists them"
+                raise InputError(f"unknown model {model!r}{hint}")
+            arch = catalog.models[model].arch
+            label = model
+        est = run_estimate(arch, scenario, precisions)
+    except ConfigError as e:
+        raise InputError(f"{config_path}: {e}") from None
+    except (ScenarioError, PrecisionError) as e:
+        raise click.UsageError(str(e)) from None
+
+    result = {"model": label, **est.to_dict()}
+    if device_id is not None:
+        if device_id not in catalog.gpus:
+            raise InputError(f"unknown device {device_id!r}; choose one of: {', '.join(sorted(catalog.gpus))}")
+        dev = catalog.gpus[device_id]
+        usable = dev.usable_bytes
+        result.update({
+            "device": device_id, "device_usable_bytes": usable, "verdict": verdict(est.total_bytes, usable),
+            "devices_needed": devices_needed(arch, est.scenario, precisions, usable),
+        })
+        if est.scenario.workload == "inference":
+            result["longest_context_batch1"] = longest_context(arch, est.scenario, precisions, usable)
+            if dev.bandwidth_bytes_per_s:
+                result["decode_tokens_per_s_upper_bound"] = round(
+                    decode_tokens_per_second(arch, est, precisions, dev.bandwidth_bytes_per_s), 1)
+    result["rules_of_thumb"] = [r.__dict__ for r in rules_of_thumb(
+        est.params, precisions.precision(est.scenario.precision).bytes_per_param_nominal, workload)]
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    _print_human(result, est)
+
+
+def _bare(params: int, scenario: Scenario, precisions, as_json: bool) -> None:
+    if not 1 <= params <= 10**14:
+        raise click.UsageError("--params must be between 1 and 100 trillion")
+    try:
+        s = scenario.resolved(precisions)
+    except (ScenarioError, PrecisionError) as e:
+        raise click.UsageError(str(e)) from None
+    if s.workload in ("lora", "qlora"):
+        raise click.UsageError("LoRA needs the architecture (layer shapes); give MODEL or --config")
+    prec = precisions.precision(s.precision)
+    result: dict[str, Any] = {"params": params, "precision": s.precision, "workload": s.workload,
+                              "weights_bytes_nominal": int(params * prec.bytes_per_param_nominal)}
+    if s.workload == "train":
+        from .estimate.training import full_training_states
+
+        st = full_training_states(params, s.optimizer, mixed_precision=s.precision != "fp32", zero=s.zero,
+                                  gpus=s.gpus if s.zero else 1)
+        result.update(weights_bytes=st.weights, gradient_bytes=st.gradients, optimizer_bytes=st.optimizer_total,
+                      model_states_bytes=st.weights + st.gradients + st.optimizer_total)
+    result["rules_of_thumb"] = [r.__dict__ for r in rules_of_thumb(params, prec.bytes_per_param_nominal, s.workload)]
+    result["note"] = "A bare parameter count gives weights and model states only; KV cache and activations need the architecture."
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        for k, v in result.items():
+            if k.endswith("_bytes"):
+                click.echo(f"{k.removesuffix('_bytes').replace('_', ' '):>22}: {_gib(v)}")
+        click.echo(result["note"])
+
+
+def _print_human(r: dict[str, Any], est) -> None:
+    s = est.scenario
+    click.echo(f"{r['model']}: {s.workload}, {s.precision}, context {s.context:,}, batch {s.batch}"
+               + (f", {s.gpus} GPUs" if s.gpus > 1 else ""))
+    click.echo(f"  parameters {est.params:,} (active per token {est.active_params:,})")
+    rows = [("weights", est.weights_bytes), ("KV cache", est.kv_cache_bytes), ("activations", est.activation_bytes),
+            ("gradients", est.gradient_bytes), ("optimizer states", est.optimizer_bytes),
+            ("runtime overhead", est.overhead_bytes)]
+    for name, v in rows:
+        if v or name in ("weights", "runtime overhead"):
+            click.echo(f"  {name:>17}: {_gib(v):>14}")
+    per = " per GPU" if s.gpus > 1 else ""
+    click.echo(f"  {'total' + per:>17}: {_gib(est.total_bytes):>14}  (peak: {est.peak_phase})")
+    if "verdict" in r:
+        click.echo(f"  on {r['device']} ({_gib(r['device_usable_bytes'])} usable): {r['verdict']}"
+                   + (f"; needs {r['devices_needed']} device(s)" if r.get("devices_needed") else "; does not fit on 64"))
+        if "decode_tokens_per_s_upper_bound" in r:
+            click.echo(f"  decode upper bound: {r['decode_tokens_per_s_upper_bound']} tokens/s")
+    click.echo("  rules of thumb: " + "; ".join(
+        f"{x['label']}: {_gib(x['low_bytes'])}" + (f"-{_gib(x['high_bytes'])}" if x['high_bytes'] != x['low_bytes'] else "")
+        for x in r["rules_of_thumb"]))
