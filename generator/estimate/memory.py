@@ -176,11 +176,10 @@ def training_activations(arch: Architecture, seq: int, batch: int, *, checkpoint
     if checkpointing not in ("none", "selective", "full"):
         raise ValueError(f"checkpointing must be none, selective or full, not {checkpointing!r}")
     t = seq * batch
+    # Selective recomputation rebuilds the attention core (scores, softmax, its dropout) in backward,
+    # which leaves what flash attention saves; the other dropout masks stay (Korthikanti: 34sbh).
     full = layer_saved_activations(arch, seq, batch, flash_attention=flash_attention or checkpointing == "selective",
-                                   dropout=dropout and checkpointing != "selective", lora_rank=lora_rank,
-                                   lora_modules=lora_modules_per_layer, a=a)
-    if checkpointing == "selective" and dropout:
-        full += 0  # attention dropout is recomputed with the attention core
+                                   dropout=dropout, lora_rank=lora_rank, lora_modules=lora_modules_per_layer, a=a)
     workspace = 0
     if checkpointing == "full":
         per_layer = tuple(t * arch.hidden_size * a for _ in range(arch.num_layers))
