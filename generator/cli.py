@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from . import __version__
+from .catalog.commands import check, import_config, schema
+from .commands_estimate import estimate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -13,17 +15,5 @@ def main() -> None:
     """How much memory an LLM needs, in which precision, for which job, and which GPUs can run it."""
 
 
-def _register() -> None:
-    from .commands_estimate import estimate
-
-    main.add_command(estimate)
-    try:
-        from .catalog.commands import check, import_config, schema
-    except ImportError:  # pragma: no cover - while the catalog commands are being written
-        return
-    main.add_command(check)
-    main.add_command(schema)
-    main.add_command(import_config)
-
-
-_register()
+for _command in (estimate, check, schema, import_config):
+    main.add_command(_command)

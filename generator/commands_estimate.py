@@ -64,7 +64,7 @@ def _gib(n: int | float) -> str:
 def estimate(model, config_path, bare_params, precision, workload, context, batch, kv_precision, optimizer,
              checkpointing, zero, gpus, device_id, lora_rank, no_flash_attention, overhead_gib, data_dir, as_json):
     """Estimate the memory of MODEL (a catalog id such as meta-llama/Llama-3.1-8B)."""
-    from .catalog.load import load_catalog, load_precisions
+    from .catalog.load import CatalogError, load_catalog
 
     sources = [x for x in (model, config_path, bare_params) if x is not None]
     if len(sources) != 1:
@@ -80,12 +80,12 @@ def estimate(model, config_path, bare_params, precision, workload, context, batc
         if not 0 <= overhead_gib <= 1024:
             raise click.UsageError("--overhead-gib must be between 0 and 1024")
         overhead = int(overhead_gib * GIB)
-    catalog = None
-    if model is not None or device_id is not None:
+    try:
         catalog = load_catalog(data_dir)
-        precisions = catalog.precisions
-    else:
-        precisions = load_precisions(data_dir)
+    except CatalogError as e:
+        raise InputError(f"the catalog in {data_dir} has {len(e.problems)} problem(s), the first: {e.problems[0]}; "
+                         "run `llm-memory check`") from None
+    precisions = catalog.precisions.catalog
 
     kwargs = dict(workload=workload, precision=precision, context=context, batch=batch, kv_precision=kv_precision,
                   optimizer=optimizer, checkpointing=checkpointing, zero=zero, gpus=gpus, lora_rank=lora_rank,
@@ -106,7 +106,7 @@ def estimate(model, config_path, bare_params, precision, workload, context, batc
                 close = [m for m in catalog.models if model.lower() in m.lower()][:5]
                 hint = f"; did you mean: {', '.join(close)}" if close else "; `ls data/models` lists them"
                 raise InputError(f"unknown model {model!r}{hint}")
-            arch = catalog.models[model].arch
+            arch = catalog.models[model].architecture
             label = model
         est = run_estimate(arch, scenario, precisions)
     except ConfigError as e:
@@ -126,9 +126,9 @@ def estimate(model, config_path, bare_params, precision, workload, context, batc
         })
         if est.scenario.workload == "inference":
             result["longest_context_batch1"] = longest_context(arch, est.scenario, precisions, usable)
-            if dev.bandwidth_bytes_per_s:
-                result["decode_tokens_per_s_upper_bound"] = round(
-                    decode_tokens_per_second(arch, est, precisions, dev.bandwidth_bytes_per_s), 1)
+            bandwidth = dev.file.bandwidth.gb_per_s * 1e9
+            result["decode_tokens_per_s_upper_bound"] = round(
+                decode_tokens_per_second(arch, est, precisions, bandwidth), 1)
     result["rules_of_thumb"] = [r.__dict__ for r in rules_of_thumb(
         est.params, precisions.precision(est.scenario.precision).bytes_per_param_nominal, workload)]
     if as_json:

@@ -322,3 +322,9 @@ def test_scenario_errors():
                 Scenario(workload="train", gpus=4), Scenario(lora_rank=8)):
         with pytest.raises(ScenarioError):
             estimate(a, bad, PRECISIONS)
+
+
+def test_resolved_scenario_is_idempotent():
+    for sc in (Scenario(), Scenario(workload="train"), Scenario(workload="qlora"), Scenario(workload="lora")):
+        once = sc.resolved(PRECISIONS)
+        assert once.resolved(PRECISIONS) == once

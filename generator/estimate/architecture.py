@@ -564,7 +564,10 @@ def _falcon(cfg: _Cfg) -> Architecture:
 # Library defaults for keys a config.json may leave out, where real configs rely on them.
 # Gemma3TextConfig.__init__ in transformers (multimodal Gemma 3 configs omit most text keys):
 # https://github.com/huggingface/transformers/blob/008f5c8c29be84d4721dc6d1e0fcd72300580be4/src/transformers/models/gemma3/configuration_gemma3.py
+# GPT2Config.__init__ (n_positions=1024, n_inner=None -> 4 * n_embd, tie_word_embeddings=True):
+# https://github.com/huggingface/transformers/blob/1c70522e01cdf5fcc6ebda6c372ee0198d557c53/src/transformers/models/gpt2/configuration_gpt2.py
 _DEFAULTS: dict[str, dict[str, Any]] = {
+    "gpt2": {"n_positions": 1024},
     "gemma3_text": {
         "vocab_size": 262_208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
         "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "max_position_embeddings": 131_072,

@@ -97,7 +97,9 @@ class Scenario:
             raise ScenarioError("--optimizer and --checkpointing apply to training workloads, not inference")
         if self.overhead_bytes < 0 or self.overhead_bytes > 1024 * GIB:
             raise ScenarioError("the runtime overhead must be between 0 and 1024 GiB")
-        return replace(self, precision=precision, kv_precision=kv, optimizer=optimizer, lora_rank=rank)
+        training = self.workload != "inference"
+        return replace(self, precision=precision, kv_precision=kv, optimizer=optimizer if training else None,
+                       lora_rank=rank if self.workload in ("lora", "qlora") else None)
 
 
 @dataclass(frozen=True)
