@@ -1,0 +1,105 @@
+"""`llm-memory estimate` as a user runs it: the JSON contract, readable output, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from generator.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = str(ROOT / "data")
+CONFIGS = yaml.safe_load((ROOT / "tests/fixtures/reference_configs.yaml").read_text())["models"]
+INT_FIELDS = ("params", "active_params", "weights_bytes", "kv_cache_bytes", "activation_bytes", "gradient_bytes",
+              "optimizer_bytes", "overhead_bytes", "total_bytes")
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["estimate", "--data", DATA, *args])
+
+
+@pytest.fixture()
+def config_file(tmp_path) -> Path:
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(CONFIGS["Llama-3.1-8B"]["config"]))
+    return p
+
+
+def test_json_contract_for_a_catalog_model():
+    r = run("meta-llama/Llama-3.1-8B", "--precision", "q4_k_m", "--context", "8192", "--gpu", "nvidia-rtx-4090",
+            "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    for f in INT_FIELDS:
+        assert isinstance(d[f], int), f
+    assert d["params"] == 8_030_261_248
+    assert d["kv_cache_bytes"] == 1024 * 2**20 * 1  # 8192 tokens x 128 KiB in f16 (GGUF default)
+    assert d["verdict"] in ("fits", "tight", "does not fit")
+    assert isinstance(d["device_usable_bytes"], int)
+    assert d["total_bytes"] == d["weights_bytes"] + d["kv_cache_bytes"] + d["activation_bytes"] + d["overhead_bytes"]
+
+
+def test_config_path_training_per_gpu(config_file):
+    one = json.loads(run("--config", str(config_file), "--workload", "train", "--json").output)
+    z3 = json.loads(run("--config", str(config_file), "--workload", "train", "--zero", "3", "--gpus", "8",
+                        "--json").output)
+    assert one["gradient_bytes"] == 2 * one["params"]
+    assert one["optimizer_bytes"] == 12 * one["params"]  # fp32 master + two fp32 moments
+    assert z3["weights_bytes"] == -(-2 * one["params"] // 8)
+    assert z3["total_bytes"] < one["total_bytes"]
+
+
+def test_bare_params_zero_states():
+    r = run("--params", "7500000000", "--workload", "train", "--zero", "1", "--gpus", "64", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["model_states_bytes"] == 31_406_250_000  # ZeRO figure 1: 31.4 GB
+
+
+def test_readable_output_in_gib(config_file):
+    r = run("--config", str(config_file))
+    assert r.exit_code == 0
+    assert "GiB" in r.output and "total" in r.output
+
+
+@pytest.mark.parametrize("args", [
+    ("no/such-model",),
+    ("meta-llama/Llama-3.1-8B", "--precision", "q9_z"),
+    ("meta-llama/Llama-3.1-8B", "--context", "-5"),
+    ("meta-llama/Llama-3.1-8B", "--batch", "0"),
+    ("meta-llama/Llama-3.1-8B", "--zero", "3", "--gpus", "8"),
+    ("meta-llama/Llama-3.1-8B", "--workload", "train", "--precision", "q4_k_m"),
+    ("meta-llama/Llama-3.1-8B", "--gpu", "no-such-gpu"),
+    ("meta-llama/Llama-3.1-8B", "--checkpointing", "full"),
+    ("meta-llama/Llama-3.1-8B", "--lora-rank", "8"),
+    ("meta-llama/Llama-3.1-8B", "--kv-precision", "int3"),
+    ("meta-llama/Llama-3.1-8B", "--context", "999999999999"),
+    ("--params", "-1"),
+    ("--params", "1000", "--workload", "lora"),
+    (),
+    ("meta-llama/Llama-3.1-8B", "--params", "5"),
+])
+def test_bad_input_is_one_line_exit_2(args):
+    r = run(*args)
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"model_type": "bert"}',
+                                     '{"model_type": "llama", "hidden_size": 4096}', "\udcff"])
+def test_bad_config_files(tmp_path, content):
+    p = tmp_path / "config.json"
+    p.write_text(content, errors="surrogateescape")
+    r = run("--config", str(p))
+    assert r.exit_code == 2, r.output
+    assert str(p) in r.output and "Traceback" not in r.output
+    assert len([line for line in r.output.splitlines() if line.strip()]) == 1
+
+
+def test_missing_config_file(tmp_path):
+    r = run("--config", str(tmp_path / "absent.json"))
+    assert r.exit_code == 2 and "cannot read" in r.output
