@@ -57,12 +57,15 @@ def _gib(n: int | float) -> str:
 @click.option("--gpu", "device_id", default=None, help="Check the fit against this catalog device id.")
 @click.option("--lora-rank", type=int, default=None, help="LoRA rank. Default 16; 64 for qlora.")
 @click.option("--no-flash-attention", is_flag=True, help="Eager attention: materialise the s x s score matrix.")
+@click.option("--prefill-chunk", type=int, default=None,
+              help="Tokens per prefill pass (chunked prefill, e.g. vLLM max_num_batched_tokens). Default: whole prompt.")
 @click.option("--overhead-gib", type=float, default=None, help="Runtime overhead (CUDA context etc.). Default 1.0.")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("data"),
               show_default=True, help="Catalog folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (bytes as integers).")
 def estimate(model, config_path, bare_params, precision, workload, context, batch, kv_precision, optimizer,
-             checkpointing, zero, gpus, device_id, lora_rank, no_flash_attention, overhead_gib, data_dir, as_json):
+             checkpointing, zero, gpus, device_id, lora_rank, no_flash_attention, prefill_chunk, overhead_gib, data_dir,
+             as_json):
     """Estimate the memory of MODEL (a catalog id such as meta-llama/Llama-3.1-8B)."""
     from .catalog.load import CatalogError, load_catalog
 
@@ -89,7 +92,7 @@ def estimate(model, config_path, bare_params, precision, workload, context, batc
 
     kwargs = dict(workload=workload, precision=precision, context=context, batch=batch, kv_precision=kv_precision,
                   optimizer=optimizer, checkpointing=checkpointing, zero=zero, gpus=gpus, lora_rank=lora_rank,
-                  flash_attention=not no_flash_attention)
+                  flash_attention=not no_flash_attention, prefill_chunk=prefill_chunk)
     if overhead is not None:
         kwargs["overhead_bytes"] = overhead
     scenario = Scenario(**kwargs)

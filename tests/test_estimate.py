@@ -328,3 +328,16 @@ def test_resolved_scenario_is_idempotent():
     for sc in (Scenario(), Scenario(workload="train"), Scenario(workload="qlora"), Scenario(workload="lora")):
         once = sc.resolved(PRECISIONS)
         assert once.resolved(PRECISIONS) == once
+
+
+def test_chunked_prefill_bounds_the_transient():
+    a = arch("Llama-3.1-8B")
+    whole = estimate(a, Scenario(context=131072), PRECISIONS)
+    chunked = estimate(a, Scenario(context=131072, prefill_chunk=8192), PRECISIONS)
+    assert whole.kv_cache_bytes == chunked.kv_cache_bytes == 16 * GIB
+    # MLP phase of one layer: 3 x tokens x 14336 x 2 bytes, now for 8192 tokens instead of 131072.
+    assert chunked.activation_bytes < whole.activation_bytes / 10
+    eager = estimate(a, Scenario(context=16384, prefill_chunk=2048, flash_attention=False), PRECISIONS)
+    assert eager.activation_bytes >= 32 * 2048 * 16384 * 6  # chunk x context scores per head
+    with pytest.raises(ScenarioError):
+        estimate(a, Scenario(workload="train", prefill_chunk=512), PRECISIONS)

@@ -281,6 +281,7 @@ class Workload(Strict):
     zero: Annotated[int, Field(ge=0, le=3)] = 0
     gpus: Annotated[int, Field(gt=0, le=4096)] = 1
     lora_rank: Annotated[int, Field(gt=0, le=4096)] | None = None
+    prefill_chunk: Annotated[int, Field(gt=0, le=10**7)] | None = None
     precision: Slug | None = None
 
 

@@ -61,8 +61,14 @@ class InferenceActivations:
 
 
 def inference_activations(arch: Architecture, context: int, batch: int, *, flash_attention: bool = True,
-                          all_logits: bool = False, tp: int = 1, a: int = ACT_BYTES) -> InferenceActivations:
-    """Peak transient memory of a prefill of `batch` sequences of `context` tokens in one pass.
+                          all_logits: bool = False, tp: int = 1, prefill_chunk: int | None = None,
+                          a: int = ACT_BYTES) -> InferenceActivations:
+    """Peak transient memory of a prefill of `batch` sequences of `context` tokens.
+
+    Without `prefill_chunk` the whole prompt goes through in one pass (Hugging Face transformers'
+    generate). With it, at most `prefill_chunk` tokens go through per forward pass, as chunked prefill
+    does (vLLM's max_num_batched_tokens, llama.cpp's n_ubatch); each token still attends to up to
+    `context` keys.
 
     Layers run one after another and free their buffers, so the peak is one layer's working set:
     the residual stream and its normalised copy, plus the larger of the attention phase (q, k, v,
@@ -72,7 +78,7 @@ def inference_activations(arch: Architecture, context: int, batch: int, *, flash
     Attention and MLP intermediates are split across `tp` GPUs; the residual stream is not.
     Logits: vocab x tokens x 4 bytes when every position's logits are kept, else vocab x batch x 4.
     """
-    t = context * batch
+    t = context * batch if prefill_chunk is None else min(context * batch, prefill_chunk)
     h, hd = arch.hidden_size, arch.head_dim
     residual = 2 * t * h * a
     heads = math.ceil(arch.num_heads / tp)
@@ -82,7 +88,7 @@ def inference_activations(arch: Architecture, context: int, batch: int, *, flash
     scores = 0
     if not flash_attention:
         # Sliding-window layers still materialise the full s x s matrix in eager attention.
-        scores = batch * heads * context * context * (a + 4)
+        scores = heads * t * context * (a + 4)
     attn_phase = qkv + attn_out + scores + t * h * a
     inter = math.ceil(arch.intermediate_size / tp)
     if arch.is_moe:
@@ -92,7 +98,7 @@ def inference_activations(arch: Architecture, context: int, batch: int, *, flash
             mlp_phase += 3 * t * math.ceil(arch.shared_expert_intermediate / tp) * a
     else:
         mlp_phase = (3 if arch.gated_mlp else 2) * t * inter * a
-    logit_tokens = t if all_logits else batch
+    logit_tokens = t if all_logits else min(batch, t)
     logits = math.ceil(logit_tokens * arch.vocab_size * 4 / tp)
     return InferenceActivations(layer_peak=residual + max(attn_phase, mlp_phase), logits=logits,
                                 attention_scores=scores)

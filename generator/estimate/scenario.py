@@ -50,6 +50,7 @@ class Scenario:
     lora_rank: int | None = None  # default: 16, 64 for qlora
     flash_attention: bool = True
     all_logits: bool = False
+    prefill_chunk: int | None = None  # tokens per prefill pass; None = the whole prompt at once
     overhead_bytes: int = DEFAULT_OVERHEAD_BYTES
     gradient_accumulation: int = 1
 
@@ -78,6 +79,11 @@ class Scenario:
                                                                 self.gradient_accumulation, 1_000_000)):
             if value < 1 or value > top:
                 raise ScenarioError(f"--{name} must be between 1 and {top:,}, got {value}")
+        if self.prefill_chunk is not None:
+            if self.workload != "inference":
+                raise ScenarioError("--prefill-chunk applies to inference")
+            if not 1 <= self.prefill_chunk <= 10_000_000:
+                raise ScenarioError(f"--prefill-chunk must be between 1 and 10,000,000, got {self.prefill_chunk}")
         if self.zero not in (0, 1, 2, 3):
             raise ScenarioError(f"--zero must be 0, 1, 2 or 3, got {self.zero}")
         if self.zero and self.workload == "inference":
@@ -190,13 +196,14 @@ def _inference(arch, s, prec, catalog, counts, kv_bpe, assumptions) -> Estimate:
     weights, by_type = _weights_per_gpu(arch, prec, catalog, s.gpus)
     kv = kv_cache_bytes(arch, s.context, s.batch, kv_bpe, tp=s.gpus)
     act = inference_activations(arch, s.context, s.batch, flash_attention=s.flash_attention,
-                                all_logits=s.all_logits, tp=s.gpus)
+                                all_logits=s.all_logits, tp=s.gpus, prefill_chunk=s.prefill_chunk)
     assumptions += [
         f"KV cache in {catalog.kv_labels.get(s.kv_precision, s.kv_precision)} for {s.batch} x {s.context:,} tokens"
         + (f", KV heads split over {s.gpus} GPUs (at least one per GPU)" if s.gpus > 1 else "") + ".",
-        "Prefill of the whole prompt in one pass; " + (
+        ("Prefill of the whole prompt in one pass; " if s.prefill_chunk is None else
+         f"Chunked prefill, at most {s.prefill_chunk:,} tokens per forward pass; ") + (
             "flash attention (no s^2 score matrix)." if s.flash_attention else
-            "eager attention materialises batch x heads x s^2 scores plus their fp32 softmax."),
+            "eager attention materialises heads x tokens x context scores plus their fp32 softmax."),
         "Logits kept for " + ("every position." if s.all_logits else "the last position only (generation)."),
     ]
     if s.gpus > 1:
