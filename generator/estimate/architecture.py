@@ -10,9 +10,11 @@ Pure functions, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # Tensor groups. Precisions treat them differently (e.g. bitsandbytes keeps embeddings and lm_head 16-bit).
 EMBEDDINGS = "embeddings"
@@ -124,7 +126,32 @@ class ParamCounts:
     by_group: Mapping[str, int]
 
 
+def memo(arch: Architecture, key: Any, compute: Callable[[], T]) -> T:
+    """Memoise a pure function of an (immutable) architecture on the architecture itself.
+
+    The estimator is asked the same questions many times (a fit search re-estimates a model dozens of
+    times, the site crosses every model with every precision and workload), so derived values are kept
+    in the instance's __dict__, outside the dataclass fields: equality and hashing are unaffected."""
+    cache = arch.__dict__.setdefault("_memo", {})
+    try:
+        return cache[key]
+    except KeyError:
+        value = cache[key] = compute()
+        return value
+
+
+def memo_key(arch: Architecture, obj: Any) -> int:
+    """A memo key for an unhashable input (a precision catalog): its id, with the object kept alive for
+    as long as the architecture's memo, so the id cannot be reused by another object."""
+    memo(arch, ("keep", id(obj)), lambda: obj)
+    return id(obj)
+
+
 def count_parameters(arch: Architecture) -> ParamCounts:
+    return memo(arch, "params", lambda: _count_parameters(arch))
+
+
+def _count_parameters(arch: Architecture) -> ParamCounts:
     by_group = {g: 0 for g in GROUPS}
     for t in arch.tensors:
         by_group[t.group] += t.numel

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from .architecture import LM_HEAD, Architecture, Tensor
+from .architecture import LM_HEAD, Architecture, Tensor, memo, memo_key
 
 
 class PrecisionError(ValueError):
@@ -269,6 +269,11 @@ def assign_types(arch: Architecture, precision: Precision, catalog: PrecisionCat
 
 
 def weight_bytes(arch: Architecture, precision: Precision, catalog: PrecisionCatalog) -> WeightBreakdown:
+    """Bytes of every tensor in its storage type, by group, by type and per layer (memoised)."""
+    return memo(arch, ("weights", precision, memo_key(arch, catalog)), lambda: _weight_bytes(arch, precision, catalog))
+
+
+def _weight_bytes(arch: Architecture, precision: Precision, catalog: PrecisionCatalog) -> WeightBreakdown:
     by_group: dict[str, int] = {}
     by_type: dict[str, int] = {}
     params_by_type: dict[str, int] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .architecture import NORMS, ROUTER, Architecture, count_parameters
+from .architecture import NORMS, ROUTER, Architecture, count_parameters, memo, memo_key
 from .memory import inference_activations, kv_cache_bytes, training_activations
 from .precision import Precision, PrecisionCatalog, weight_bytes
 from .training import (
@@ -178,6 +178,11 @@ def _weights_per_gpu(arch: Architecture, prec: Precision, catalog: PrecisionCata
 
 
 def estimate(arch: Architecture, scenario: Scenario, catalog: PrecisionCatalog) -> Estimate:
+    """The estimate of one scenario (memoised per architecture; raises ScenarioError or PrecisionError)."""
+    return memo(arch, ("estimate", scenario, memo_key(arch, catalog)), lambda: _estimate(arch, scenario, catalog))
+
+
+def _estimate(arch: Architecture, scenario: Scenario, catalog: PrecisionCatalog) -> Estimate:
     s = scenario.resolved(catalog)
     prec = catalog.precision(s.precision)
     counts = count_parameters(arch)

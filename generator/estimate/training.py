@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .architecture import ATTENTION, EXPERTS, MLP, Architecture, Tensor
+from .architecture import ATTENTION, EXPERTS, MLP, Architecture, Tensor, memo
 
 # Optimizer state bytes per trainable parameter, besides fp32 master weights.
 #   adamw: exp_avg + exp_avg_sq in fp32 (8 B) - PyTorch torch.optim.AdamW.
@@ -98,11 +98,15 @@ def full_training_states(params: int, optimizer: str, *, mixed_precision: bool, 
 LORA_DEFAULT_GROUPS = (ATTENTION, MLP, EXPERTS)
 
 
-def lora_targets(arch: Architecture, groups: Iterable[str] = LORA_DEFAULT_GROUPS) -> list[Tensor]:
+def lora_targets(arch: Architecture, groups: Iterable[str] = LORA_DEFAULT_GROUPS) -> tuple[Tensor, ...]:
     """The linear layers LoRA adapts: every weight matrix of attention and the MLP (PEFT's
     "all-linear"), per expert for MoE models whose experts are nn.Linear modules. gpt-oss stores its
     experts as fused 3-D parameters, which PEFT's LoRA layers do not wrap."""
     groups = tuple(groups)
+    return memo(arch, ("lora_targets", groups), lambda: _lora_targets(arch, groups))
+
+
+def _lora_targets(arch: Architecture, groups: tuple[str, ...]) -> tuple[Tensor, ...]:
     out = []
     for t in arch.tensors:
         if not t.is_matrix or t.group not in groups or not t.name.endswith(".weight"):
@@ -110,7 +114,7 @@ def lora_targets(arch: Architecture, groups: Iterable[str] = LORA_DEFAULT_GROUPS
         if t.group == EXPERTS and arch.model_type == "gpt_oss":
             continue
         out.append(t)
-    return out
+    return tuple(out)
 
 
 def lora_parameters(arch: Architecture, rank: int, groups: Iterable[str] = LORA_DEFAULT_GROUPS) -> int:
