@@ -22,7 +22,15 @@ from .compute import SiteData
 from .fmt import first_heading, model_slug, render_markdown
 
 MARKER = ".llm-memory-site"
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+def _templates_dir() -> Path:
+    """The checkout's templates/ when running from source, else the copy installed as generator.templates."""
+    source = Path(__file__).resolve().parents[2] / "templates"
+    if (source / "base.html").is_file():
+        return source
+    return Path(__file__).resolve().parents[1] / "templates"
+
+
+TEMPLATES = _templates_dir()
 
 
 class Pages:
