@@ -80,6 +80,27 @@ class LineChart:
     xticks: list[Tick]
     yticks: list[Tick]
 
+    # Label positions, so the template only places what is computed here.
+    @property
+    def ytick_x(self) -> int:
+        return self.left - 6
+
+    @property
+    def xtick_y(self) -> int:
+        return self.bottom + 16
+
+    @property
+    def xlabel_y(self) -> int:
+        return self.height - 4
+
+    @property
+    def ylabel_y(self) -> int:
+        return self.top + 4
+
+    @property
+    def caplabel_x(self) -> int:
+        return self.right + 4
+
 
 def line_chart(contexts: list[int], series: list[tuple[str, str, list[int]]],
                capacities: list[tuple[int, str]], width: int = 720, height: int = 380) -> LineChart:
