@@ -56,6 +56,8 @@ def _gib(n: int | float) -> str:
 @click.option("--gpus", type=int, default=1, show_default=True, help="GPUs: tensor parallel for inference, ZeRO data parallel for training.")
 @click.option("--gpu", "device_id", default=None, help="Check the fit against this catalog device id.")
 @click.option("--lora-rank", type=int, default=None, help="LoRA rank. Default 16; 64 for qlora.")
+@click.option("--lora-targets", default=None, metavar="GROUPS",
+              help="Comma-separated tensor groups LoRA adapts: attention, mlp, experts. Default: all three.")
 @click.option("--no-flash-attention", is_flag=True, help="Eager attention: materialise the s x s score matrix.")
 @click.option("--prefill-chunk", type=int, default=None,
               help="Tokens per prefill pass (chunked prefill, e.g. vLLM max_num_batched_tokens). Default: whole prompt.")
@@ -64,8 +66,8 @@ def _gib(n: int | float) -> str:
               show_default=True, help="Catalog folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (bytes as integers).")
 def estimate(model, config_path, bare_params, precision, workload, context, batch, kv_precision, optimizer,
-             checkpointing, zero, gpus, device_id, lora_rank, no_flash_attention, prefill_chunk, overhead_gib, data_dir,
-             as_json):
+             checkpointing, zero, gpus, device_id, lora_rank, lora_targets, no_flash_attention, prefill_chunk,
+             overhead_gib, data_dir, as_json):
     """Estimate the memory of MODEL (a catalog id such as meta-llama/Llama-3.1-8B)."""
     from .catalog.load import CatalogError, load_catalog
 
@@ -93,6 +95,10 @@ def estimate(model, config_path, bare_params, precision, workload, context, batc
     kwargs = dict(workload=workload, precision=precision, context=context, batch=batch, kv_precision=kv_precision,
                   optimizer=optimizer, checkpointing=checkpointing, zero=zero, gpus=gpus, lora_rank=lora_rank,
                   flash_attention=not no_flash_attention, prefill_chunk=prefill_chunk)
+    if lora_targets is not None:
+        if workload not in ("lora", "qlora"):
+            raise click.UsageError("--lora-targets applies only to --workload lora or qlora")
+        kwargs["lora_targets"] = tuple(g.strip() for g in lora_targets.split(",") if g.strip())
     if overhead is not None:
         kwargs["overhead_bytes"] = overhead
     scenario = Scenario(**kwargs)

@@ -103,3 +103,12 @@ def test_bad_config_files(tmp_path, content):
 def test_missing_config_file(tmp_path):
     r = run("--config", str(tmp_path / "absent.json"))
     assert r.exit_code == 2 and "cannot read" in r.output
+
+
+def test_lora_targets_are_configurable():
+    att = json.loads(run("meta-llama/Llama-3.1-8B", "--workload", "lora", "--lora-targets", "attention",
+                         "--json").output)
+    # r x (d_in + d_out) for q (4096->4096), k and v (4096->1024), o (4096->4096), rank 16, 32 layers
+    assert att["trainable_params"] == 32 * 16 * ((4096 + 4096) * 2 + (4096 + 1024) * 2)
+    assert run("meta-llama/Llama-3.1-8B", "--workload", "lora", "--lora-targets", "norms").exit_code == 2
+    assert run("meta-llama/Llama-3.1-8B", "--lora-targets", "mlp").exit_code == 2

@@ -15,7 +15,7 @@ from .architecture import NORMS, ROUTER, Architecture, count_parameters, memo, m
 from .memory import inference_activations, kv_cache_bytes, training_activations
 from .precision import Precision, PrecisionCatalog, weight_bytes
 from .training import (
-    OPTIMIZERS, full_training_states, lora_modules_per_layer, lora_parameters, lora_targets,
+    LORA_DEFAULT_GROUPS, OPTIMIZERS, full_training_states, lora_modules_per_layer, lora_parameters, lora_targets,
     optimizer_state_bytes, step_temporary_bytes,
 )
 
@@ -48,6 +48,7 @@ class Scenario:
     zero: int = 0
     gpus: int = 1
     lora_rank: int | None = None  # default: 16, 64 for qlora
+    lora_targets: tuple[str, ...] = LORA_DEFAULT_GROUPS  # tensor groups whose linear layers get adapters
     flash_attention: bool = True
     all_logits: bool = False
     prefill_chunk: int | None = None  # tokens per prefill pass; None = the whole prompt at once
@@ -97,6 +98,9 @@ class Scenario:
         if self.workload in ("lora", "qlora"):
             if not 1 <= rank <= 65_536:
                 raise ScenarioError(f"--lora-rank must be between 1 and 65536, got {rank}")
+            bad = [g for g in self.lora_targets if g not in LORA_DEFAULT_GROUPS]
+            if bad or not self.lora_targets:
+                raise ScenarioError(f"--lora-targets takes a comma-separated subset of {', '.join(LORA_DEFAULT_GROUPS)}")
         elif self.lora_rank is not None:
             raise ScenarioError("--lora-rank applies only to --workload lora or qlora")
         if self.workload == "inference" and (self.optimizer or self.checkpointing != "none"):
@@ -229,8 +233,8 @@ def _training(arch, s, prec, catalog, counts, assumptions) -> Estimate:
     n = s.gpus if s.zero else 1
     base, by_type = _weights_per_gpu(arch, prec, catalog, 1)
     if lora:
-        targets = lora_targets(arch)
-        trainable = lora_parameters(arch, s.lora_rank)
+        targets = lora_targets(arch, s.lora_targets)
+        trainable = lora_parameters(arch, s.lora_rank, s.lora_targets)
         if not trainable:
             raise ScenarioError("this architecture has no linear layers LoRA can adapt")
         # LoRA: 16-bit adapters with fp32 master copies (mixed precision). QLoRA (Dettmers et al. 2023):
@@ -246,12 +250,13 @@ def _training(arch, s, prec, catalog, counts, assumptions) -> Estimate:
         opt = -(-opt // n) if s.zero >= 1 else opt
         temp = step_temporary_bytes(s.optimizer, trainable, 4 if master_per else 2)
         temp = -(-temp // n) if s.zero >= 1 else temp
-        per_layer_modules = lora_modules_per_layer(arch)
+        per_layer_modules = lora_modules_per_layer(arch, s.lora_targets)
         acts = training_activations(arch, s.context, s.batch, checkpointing=s.checkpointing,
                                     flash_attention=s.flash_attention, lora_rank=s.lora_rank,
                                     lora_modules_per_layer=per_layer_modules)
         assumptions += [
-            f"LoRA rank {s.lora_rank} on {len(targets)} weight matrices (every linear layer of attention and MLP): "
+            f"LoRA rank {s.lora_rank} on {len(targets)} weight matrices (the linear layers of "
+            f"{', '.join(s.lora_targets)}): "
             f"{trainable:,} trainable parameters, r x (d_in + d_out) each.",
             "Frozen base; gradients and optimizer states for the adapters only; activations still flow "
             "through every frozen layer.",
@@ -293,7 +298,7 @@ def _training(arch, s, prec, catalog, counts, assumptions) -> Estimate:
     # Gradients per layer, proportional to that layer's share of the trainable parameters.
     if lora:
         layer_share = [0] * arch.num_layers
-        for t in lora_targets(arch):
+        for t in lora_targets(arch, s.lora_targets):
             if t.layer is not None and t.layer < arch.num_layers:
                 layer_share[t.layer] += 1
         total_share = sum(layer_share) or 1
