@@ -135,9 +135,8 @@ def estimate(model, config_path, bare_params, precision, workload, context, batc
         })
         if est.scenario.workload == "inference":
             result["longest_context_batch1"] = longest_context(arch, est.scenario, precisions, usable)
-            bandwidth = dev.file.bandwidth.gb_per_s * 1e9
             result["decode_tokens_per_s_upper_bound"] = round(
-                decode_tokens_per_second(arch, est, precisions, bandwidth), 1)
+                decode_tokens_per_second(arch, est, precisions, dev.bandwidth_bytes_per_s), 1)
     result["rules_of_thumb"] = [r.__dict__ for r in rules_of_thumb(
         est.params, precisions.precision(est.scenario.precision).bytes_per_param_nominal, workload)]
     if as_json:

@@ -60,6 +60,10 @@ class Gpu:
         return self.file.memory.usable.mib * 2**20
 
     @property
+    def bandwidth_bytes_per_s(self) -> float:
+        return self.file.bandwidth.gb_per_s * 1e9
+
+    @property
     def reported_bytes(self) -> int:
         return self.file.memory.reported.mib * 2**20
 

@@ -38,7 +38,7 @@ class Device:
 
     @property
     def bandwidth(self) -> float:
-        return self.gpu.file.bandwidth.gb_per_s * 1e9
+        return self.gpu.bandwidth_bytes_per_s
 
     @property
     def name(self) -> str:
