@@ -10,6 +10,15 @@ from generator.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
+SHARED = ("precisions.yaml", "workloads.yaml")  # taken from data/, so fixtures never test a stale copy
+
+
+def copy_catalog(fixture: Path, dest: Path) -> Path:
+    """A fixture's models and GPUs plus the project's own precision and workload catalogs, at dest."""
+    shutil.copytree(fixture, dest)
+    for name in SHARED:
+        shutil.copy(ROOT / "data" / name, dest / name)
+    return dest
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -19,6 +28,6 @@ def cli(*args: str, env: dict[str, str] | None = None) -> Result:
 @pytest.fixture
 def catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A small valid catalog copied to tmp_path/data, with tmp_path as the working directory."""
-    shutil.copytree(FIXTURES / "catalog", tmp_path / "data")
+    copy_catalog(FIXTURES / "catalog", tmp_path / "data")
     monkeypatch.chdir(tmp_path)
     return tmp_path / "data"

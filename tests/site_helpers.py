@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
+import tempfile
 from pathlib import Path
 
+from catalog_helpers import copy_catalog
 from generator.site.build import build
 
 FIXTURE = Path(__file__).parent / "fixtures" / "site_catalog"
@@ -12,14 +13,19 @@ GOLDEN = Path(__file__).parent / "golden" / "site"
 BASE_URL = "https://example.org/llm-memory/"
 
 
-def build_fixture(out: Path, data: Path = FIXTURE, base_url: str | None = BASE_URL) -> list[str]:
-    pages, _ = build(data, out, base_url, repo=data.parent)
-    return sorted(pages.files)
-
-
 def copy_fixture(dest: Path) -> Path:
-    shutil.copytree(FIXTURE, dest)
-    return dest
+    """The site fixture catalog (with data/'s precisions and workloads) at dest."""
+    return copy_catalog(FIXTURE, dest)
+
+
+def build_fixture(out: Path, data: Path | None = None, base_url: str | None = BASE_URL) -> list[str]:
+    """Build the fixture catalog (a temporary copy unless `data` is given). Docs come from
+    tests/fixtures, which has none, so the methodology and contributing pages use their placeholders."""
+    if data is not None:
+        pages, _ = build(data, out, base_url, repo=FIXTURE.parent)
+        return sorted(pages.files)
+    with tempfile.TemporaryDirectory() as tmp:
+        return build_fixture(out, copy_fixture(Path(tmp) / "data"), base_url)
 
 
 def tree(root: Path) -> dict[str, bytes]:

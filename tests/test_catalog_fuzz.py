@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from catalog_helpers import FIXTURES
+from catalog_helpers import FIXTURES, copy_catalog
 from generator.catalog.load import CatalogError, load_catalog
 from generator.catalog.yamlsafe import YamlProblem, parse_yaml, read_yaml
 from generator.cli import main
@@ -39,7 +39,7 @@ def _check_catalog(files: dict[str, str | bytes]) -> None:
     """Write `files` into a copy of the fixture catalog; load_catalog and `check` may only report problems."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        shutil.copytree(FIXTURES / "catalog", data)
+        copy_catalog(FIXTURES / "catalog", data)
         for name, content in files.items():
             target = data / name
             target.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8", "surrogatepass"))

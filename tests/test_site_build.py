@@ -131,9 +131,10 @@ def test_cli_build(tmp_path: Path) -> None:
 
     from generator.cli import main
 
-    result = CliRunner().invoke(main, ["build", "--data", str(FIXTURE), "--out", str(tmp_path / "s"), "--quiet"])
+    data = copy_fixture(tmp_path / "data")
+    result = CliRunner().invoke(main, ["build", "--data", str(data), "--out", str(tmp_path / "s"), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "3 models, 3 devices" in result.output
-    bad = CliRunner().invoke(main, ["build", "--data", str(FIXTURE), "--out", str(tmp_path / "s"),
+    bad = CliRunner().invoke(main, ["build", "--data", str(data), "--out", str(tmp_path / "s"),
                                     "--base-url", "javascript:alert(1)"])
     assert bad.exit_code == 2
