@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .architecture import EXPERTS, Architecture
+from .architecture import Architecture
 
 ACT_BYTES = 2  # activations in bf16/fp16 under mixed precision or 16-bit inference
 
@@ -30,19 +30,6 @@ def kv_cache_bytes(arch: Architecture, context: int, batch: int, bytes_per_eleme
             h = kv_heads_per_gpu(layer.kv_heads, tp)
             elements += h * (layer.k_dim + layer.v_dim) * tokens
     return math.ceil(elements * batch * bytes_per_element)
-
-
-def kv_bytes_per_token(arch: Architecture, bytes_per_element: Fraction, tp: int = 1) -> Fraction:
-    """Bytes one more token of context adds, counting only full-attention layers."""
-    total = Fraction(0)
-    for layer in arch.attention:
-        if layer.window is not None:
-            continue
-        if layer.latent_dim is not None:
-            total += layer.latent_dim * bytes_per_element
-        else:
-            total += kv_heads_per_gpu(layer.kv_heads, tp) * (layer.k_dim + layer.v_dim) * bytes_per_element
-    return total
 
 
 # --------------------------------------------------------------------------------------------------
@@ -196,14 +183,7 @@ def training_activations(arch: Architecture, seq: int, batch: int, *, checkpoint
     return TrainingActivations(per_layer=per_layer, outside=outside, workspace=workspace)
 
 
-def expert_fraction_idle(arch: Architecture) -> Fraction:
-    if not arch.is_moe:
-        return Fraction(0)
-    return Fraction(arch.num_experts - arch.experts_per_token, arch.num_experts)
-
-
 __all__ = [
-    "ACT_BYTES", "EXPERTS", "InferenceActivations", "TrainingActivations", "inference_activations",
-    "kv_bytes_per_token", "kv_cache_bytes", "kv_heads_per_gpu", "layer_saved_activations",
-    "training_activations", "expert_fraction_idle",
+    "ACT_BYTES", "InferenceActivations", "TrainingActivations", "inference_activations", "kv_cache_bytes",
+    "kv_heads_per_gpu", "layer_saved_activations", "training_activations",
 ]

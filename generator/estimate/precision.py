@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from .architecture import LM_HEAD, Architecture, Tensor, memo, memo_key
+from .architecture import Architecture, Tensor, memo, memo_key
 
 
 class PrecisionError(ValueError):
@@ -290,7 +290,3 @@ def _weight_bytes(arch: Architecture, precision: Precision, catalog: PrecisionCa
             outside += b
     return WeightBreakdown(total=sum(by_group.values()), by_group=by_group, by_type=by_type,
                            params_by_type=params_by_type, per_layer=per_layer, outside_layers=outside)
-
-
-def lm_head_bytes(wb: WeightBreakdown, arch: Architecture) -> int:
-    return wb.by_group.get(LM_HEAD, 0)

@@ -16,7 +16,7 @@ from .memory import inference_activations, kv_cache_bytes, training_activations
 from .precision import Precision, PrecisionCatalog, weight_bytes
 from .training import (
     LORA_DEFAULT_GROUPS, OPTIMIZERS, full_training_states, lora_modules_per_layer, lora_parameters, lora_targets,
-    optimizer_state_bytes, step_temporary_bytes,
+    optimizer_state_bytes, step_temporary_bytes, zero_share,
 )
 
 GIB = 2**30
@@ -240,16 +240,11 @@ def _training(arch, s, prec, catalog, counts, assumptions) -> Estimate:
         # LoRA: 16-bit adapters with fp32 master copies (mixed precision). QLoRA (Dettmers et al. 2023):
         # bf16 adapters trained directly, no fp32 copy, paged 8-bit AdamW.
         master_per = 0 if s.workload == "qlora" else 4
-        adapter_w = 2 * trainable
-        weights = base + adapter_w
-        if s.zero >= 3:
-            weights = -(-base // n) + -(-adapter_w // n)
-        grads = -(-2 * trainable // n) if s.zero >= 2 else 2 * trainable
-        master = -(-master_per * trainable // n) if s.zero >= 1 else master_per * trainable
-        opt = optimizer_state_bytes(s.optimizer, params=trainable)
-        opt = -(-opt // n) if s.zero >= 1 else opt
-        temp = step_temporary_bytes(s.optimizer, trainable, 4 if master_per else 2)
-        temp = -(-temp // n) if s.zero >= 1 else temp
+        weights = zero_share(base, 3, s.zero, n) + zero_share(2 * trainable, 3, s.zero, n)
+        grads = zero_share(2 * trainable, 2, s.zero, n)
+        master = zero_share(master_per * trainable, 1, s.zero, n)
+        opt = zero_share(optimizer_state_bytes(s.optimizer, params=trainable), 1, s.zero, n)
+        temp = zero_share(step_temporary_bytes(s.optimizer, trainable, 4 if master_per else 2), 1, s.zero, n)
         per_layer_modules = lora_modules_per_layer(arch, s.lora_targets)
         acts = training_activations(arch, s.context, s.batch, checkpointing=s.checkpointing,
                                     flash_attention=s.flash_attention, lora_rank=s.lora_rank,
@@ -275,7 +270,7 @@ def _training(arch, s, prec, catalog, counts, assumptions) -> Estimate:
                                "as in ZeRO's (2 + 2 + K) bytes per parameter.")
         else:
             assumptions.append("Pure fp32 training: 4-byte weights and gradients, no master copy.")
-        by_type = {s.precision if mixed else "f32": weights}
+        by_type = {prec.default: weights}  # bf16 -> bf16, fp16 -> f16, fp32 -> f32
     if s.zero:
         assumptions.append(f"ZeRO stage {s.zero} over {n} GPUs: "
                            + {1: "optimizer states", 2: "optimizer states and gradients",
@@ -293,7 +288,6 @@ def _training(arch, s, prec, catalog, counts, assumptions) -> Estimate:
             sum(t.numel for t in arch.tensors if t.layer == i) for i in range(arch.num_layers)) * 2
         if lora:
             zero3_gather = 0
-    states = weights + master + opt
     act_layers = list(acts.per_layer)
     # Gradients per layer, proportional to that layer's share of the trainable parameters.
     if lora:

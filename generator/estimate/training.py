@@ -67,6 +67,12 @@ class ModelStates:
         return self.master_weights + self.optimizer
 
 
+def zero_share(nbytes: int, stage: int, zero: int, gpus: int) -> int:
+    """Per-GPU bytes of a state that ZeRO partitions from `stage` on (1: optimizer states and master
+    weights, 2: gradients, 3: parameters), under ZeRO stage `zero` over `gpus` GPUs."""
+    return -(-nbytes // gpus) if zero >= stage else nbytes
+
+
 def full_training_states(params: int, optimizer: str, *, mixed_precision: bool, zero: int, gpus: int,
                          tensors: Iterable[Tensor] | None = None, weight_bytes: int = 2) -> ModelStates:
     """Weights, gradients, optimizer states for full training, partitioned by ZeRO stage `zero` over `gpus`.
@@ -77,18 +83,14 @@ def full_training_states(params: int, optimizer: str, *, mixed_precision: bool, 
     weights: per GPU 4Psi + 12Psi/N, 2Psi + 14Psi/N, 16Psi/N for mixed-precision Adam.
     """
     w = weight_bytes if mixed_precision else 4
-    g = w
     master = 4 * params if mixed_precision else 0
     opt = optimizer_state_bytes(optimizer, tensors, params)
-    n = gpus if zero else 1
-
-    def part(x: int, stage: int) -> int:
-        return -(-x // n) if zero >= stage else x
-
-    master_b = 4 if mixed_precision else 4
+    # The optimizer step works on fp32 values either way: the master copy, or fp32 parameters.
+    temp = step_temporary_bytes(optimizer, params, 4)
     return ModelStates(
-        weights=part(w * params, 3), gradients=part(g * params, 2), master_weights=part(master, 1),
-        optimizer=part(opt, 1), step_temporary=part(step_temporary_bytes(optimizer, params, master_b), 1),
+        weights=zero_share(w * params, 3, zero, gpus), gradients=zero_share(w * params, 2, zero, gpus),
+        master_weights=zero_share(master, 1, zero, gpus), optimizer=zero_share(opt, 1, zero, gpus),
+        step_temporary=zero_share(temp, 1, zero, gpus),
     )
 
 

@@ -9,7 +9,7 @@ import markdown
 import nh3
 from markupsafe import Markup
 
-GIB = 2**30
+from ..estimate.scenario import GIB
 
 
 def gib(n: int | float) -> str:

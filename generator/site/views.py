@@ -13,7 +13,7 @@ from ..estimate import fit
 from ..estimate.rules import rules_of_thumb
 from . import charts
 from .compute import CHART_PRECISIONS, FOUR_BIT, GGUF_SHOWN, Device, ModelResult, SiteData
-from .fmt import GIB, gib, model_slug, params, pct, render_markdown, safe_url, short_device, slug, tokens
+from .fmt import GIB, gib, model_slug, params, pct, safe_url, short_device, slug, tokens
 
 VERDICT_CLASS = {fit.FITS: "fits", fit.TIGHT: "tight", fit.NO_FIT: "nofit"}
 VERDICT_MARK = {fit.FITS: "✓", fit.TIGHT: "!", fit.NO_FIT: "✗"}
@@ -533,7 +533,7 @@ def device_facts(d: Device) -> list[Fact]:
     out = [Fact("Vendor", f.vendor), Fact("Kind", f.kind), Fact("Released", f.released or "—"),
            Fact("Memory type", f.memory_type),
            Fact("Marketed memory", f"{m.marketed.value:g} {m.marketed.unit}", safe_url(m.marketed.source)),
-           Fact("Reported memory", f"{m.reported.mib:,} MiB ({gib(m.reported.mib * 2**20)}), {m.reported.tool}",
+           Fact("Reported memory", f"{m.reported.mib:,} MiB ({gib(d.gpu.reported_bytes)}), {m.reported.tool}",
                 safe_url(m.reported.source)),
            Fact("Usable memory", f"{m.usable.mib:,} MiB ({gib(d.usable)}): {m.usable.reason}", safe_url(m.usable.source)),
            Fact("Memory bandwidth", f"{f.bandwidth.gb_per_s:,g} GB/s", safe_url(f.bandwidth.source))]
