@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +22,7 @@ from generator.cli import main
 BASE_MODEL = yaml.safe_load((FIXTURES / "catalog/models/meta-llama--Llama-3.2-1B.yaml").read_text())
 BASE_GPU = yaml.safe_load((FIXTURES / "catalog/gpus/nvidia-rtx-4090.yaml").read_text())
 SCHEMA_LINE = "# yaml-language-server: $schema=../../schemas/{}.schema.json\n"
+pytestmark = pytest.mark.slow
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 scalars = st.one_of(

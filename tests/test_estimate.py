@@ -76,9 +76,9 @@ def test_deepseek_mtp_reported_separately():
     assert any("multi-token-prediction" in n for n in a.notes)
 
 
-def test_groups_sum_to_total():
+def test_group_counts_by_hand():
     c = count_parameters(arch("Mixtral-8x7B-v0.1"))
-    assert sum(c.by_group.values()) == c.total
+    assert c.by_group["experts"] == 32 * 8 * 3 * 4096 * 14336  # 32 layers x 8 experts x (w1, w2, w3)
     assert c.by_group["router"] == 32 * 8 * 4096
     assert c.by_group["lm_head"] == 32000 * 4096
 
@@ -265,8 +265,10 @@ def test_zero_paper_figure_1(stage, gb):
 def test_training_peak_is_the_largest_phase():
     a = arch("Llama-3.1-8B")
     e = estimate(a, Scenario(workload="train", context=2048), PRECISIONS)
-    assert e.total_bytes == max(p.total for p in e.phases)
+    # At 2k tokens the step (weights 2 + grads 2 + master 4 + moments 8 + foreach temporary 4 bytes per
+    # parameter) outweighs forward and backward, which hold activations but no temporary.
     assert e.peak_phase == "optimizer_step"
+    assert e.total_bytes == 20 * e.params + GIB
     assert e.gradient_bytes == 2 * e.params and e.optimizer_bytes == 12 * e.params
     big = estimate(a, Scenario(workload="train", context=16384, batch=4), PRECISIONS)
     assert big.peak_phase in ("forward", "backward")

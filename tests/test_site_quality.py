@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,13 +33,24 @@ def _need(ok: bool, what: str) -> None:
         pytest.skip(f"{what} is not installed (bash .ci/run installs it)")
 
 
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
-def real_site(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("real") / "site"
-    result = CliRunner().invoke(main, ["build", "--data", str(ROOT / "data"), "--out", str(out), "--quiet",
-                                       "--base-url", "https://example.github.io/llm-memory-catalog/"])
-    assert result.exit_code == 0, result.output
-    return out
+def real_site(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], Path]:
+    """The real catalog's site, built on first use: a test whose tools are missing skips before paying for it."""
+    built: list[Path] = []
+
+    def get() -> Path:
+        if not built:
+            out = tmp_path_factory.mktemp("real") / "site"
+            result = CliRunner().invoke(main, ["build", "--data", str(ROOT / "data"), "--out", str(out), "--quiet",
+                                               "--base-url", "https://example.github.io/llm-memory-catalog/"])
+            assert result.exit_code == 0, result.output
+            built.append(out)
+        return built[0]
+
+    return get
 
 
 def one_page_per_template(site: Path) -> list[Path]:
@@ -51,21 +63,21 @@ def one_page_per_template(site: Path) -> list[Path]:
     return pages
 
 
-def test_nu_html_checker_reports_no_errors(real_site):
+def test_nu_html_checker_reports_no_errors(real_site: Callable[[], Path]) -> None:
     _need(shutil.which("java") is not None, "java")
     _need(VNU.exists(), "vnu-jar (npm install)")
     proc = subprocess.run(["java", "-Xss8m", "-jar", str(VNU), "--errors-only", "--skip-non-html", "--format", "text",
-                           str(real_site)], capture_output=True, text=True, timeout=900)
+                           str(real_site())], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[:20000]
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_axe_reports_no_violations(real_site, scheme):
+def test_axe_reports_no_violations(real_site: Callable[[], Path], scheme: str) -> None:
     _need(shutil.which("node") is not None, "node")
     _need((ROOT / "node_modules/playwright-core").exists() and (ROOT / "node_modules/axe-core").exists(),
           "playwright-core and axe-core (npm install)")
     _need(Path(CHROMIUM).exists(), "chromium (apt-get install chromium)")
-    pages = one_page_per_template(real_site)
+    pages = one_page_per_template(real_site())
     proc = subprocess.run(["node", str(AXE), *map(str, pages)], capture_output=True, text=True, timeout=900,
                           cwd=ROOT, env={**os.environ, "CHROMIUM": CHROMIUM})
     assert proc.returncode == 0, proc.stderr[-5000:]
