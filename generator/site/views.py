@@ -254,6 +254,7 @@ def breakdowns(data: SiteData, mr: ModelResult) -> list[Breakdown]:
     for w, c in cells:
         assert c is not None
         est = c.estimate
+        assert est.scenario.precision is not None  # an estimate's scenario is resolved
         parts = dict(est.peak.parts)
         segs = charts.stacked_bar(parts, scale)
         plabel = data.precisions.precision(est.scenario.precision).label
@@ -312,15 +313,14 @@ def per_device_table(data: SiteData, mr: ModelResult) -> tuple[list[str], list[D
 def offload_table(data: SiteData, mr: ModelResult) -> tuple[list[str], list[DeviceRow]]:
     """GGUF partial offload (llama.cpp -ngl) on devices where a shown GGUF format does not fit whole."""
     chat = data.workloads[0].id
-    shown = [p for p in GGUF_SHOWN if mr.cell(chat, p)]
+    chat_cells = mr.cells.get(chat, {})
+    shown = {p: chat_cells[p] for p in GGUF_SHOWN if p in chat_cells}  # precision -> cell
     rows = []
     for d in data.devices:
-        if all(mr.cell(chat, p).verdict(d.usable) != fit.NO_FIT for p in shown):  # type: ignore[union-attr]
+        if all(c.verdict(d.usable) != fit.NO_FIT for c in shown.values()):
             continue
         vals = []
-        for p in shown:
-            c = mr.cell(chat, p)
-            assert c is not None
+        for p, c in shown.items():
             if c.verdict(d.usable) != fit.NO_FIT:
                 vals.append("all layers")
                 continue
@@ -375,14 +375,14 @@ class RuleBlock:
 
 
 def rule_blocks(data: SiteData, mr: ModelResult) -> list[RuleBlock]:
-    out = []
+    out: list[RuleBlock] = []
     for w in data.workloads:
         if w.id not in mr.cells or w.workload not in ("inference", "train") or w.gpus > 1:
             continue
         if any(b.heading.startswith(w.workload) for b in out):
             continue
         c = mr.cell(w.id, mr.default_precision[w.id])
-        assert c is not None
+        assert c is not None and c.estimate.scenario.precision is not None
         prec = data.precisions.precision(c.estimate.scenario.precision)
         rows = []
         for r in rules_of_thumb(mr.model.params.total, prec.bytes_per_param_nominal, w.workload):
