@@ -120,7 +120,7 @@ def _fields_at(model: type[BaseModel], path: DataPath) -> list[str]:
         nxt: list[Any] = []
         for tp in candidates:
             origin = get_origin(tp)
-            if isinstance(tp, type) and issubclass(tp, BaseModel) and part in tp.model_fields:
+            if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(part, str) and part in tp.model_fields:
                 nxt += _flatten(tp.model_fields[part].annotation)
             elif origin is list and isinstance(part, int):
                 nxt += _flatten(get_args(tp)[0])
