@@ -11,6 +11,7 @@ from typing import Any
 
 from ..estimate import fit
 from ..estimate.rules import rules_of_thumb
+from ..estimate.scenario import Scenario
 from . import charts
 from .compute import CHART_PRECISIONS, FOUR_BIT, GGUF_SHOWN, Device, ModelResult, SiteData
 from .fmt import GIB, gib, model_slug, params, pct, safe_url, short_device, slug, tokens
@@ -185,7 +186,7 @@ def fit_table(data: SiteData, mr: ModelResult, wid: str) -> FitTable | None:
         return None
     w = next(x for x in data.workloads if x.id == wid)
     # Columns: devices by usable memory; neighbours whose verdicts and device counts coincide merge.
-    sig_groups: list[tuple[tuple[Any, ...], list[Device]]] = []
+    sig_groups: list[tuple[tuple[tuple[str, int | None], ...], list[Device]]] = []
     for d in data.devices:
         sig = tuple((c.verdict(d.usable), c.needed.get(d.usable)) for c in cells.values())
         if sig_groups and sig_groups[-1][0] == sig:
@@ -236,7 +237,7 @@ class Fact:
     href: str | None = None
 
 
-def _scenario_text(s: Any) -> str:
+def _scenario_text(s: Scenario) -> str:
     bits = [f"context {tokens(s.context)}", f"batch {s.batch}"]
     if s.workload == "inference":
         bits.append(f"KV cache {s.kv_precision}")
