@@ -11,9 +11,9 @@ import click
 from .errors import InputError
 from .estimate.architecture import ConfigError, parse_architecture
 from .estimate.fit import decode_tokens_per_second, devices_needed, longest_context, verdict
-from .estimate.precision import PrecisionError
+from .estimate.precision import PrecisionCatalog, PrecisionError
 from .estimate.rules import rules_of_thumb
-from .estimate.scenario import GIB, Scenario, ScenarioError, estimate as run_estimate
+from .estimate.scenario import GIB, Estimate, Scenario, ScenarioError, estimate as run_estimate
 from .estimate.training import OPTIMIZERS
 
 MAX_CONFIG_BYTES = 4 * 2**20
@@ -65,9 +65,11 @@ def _gib(n: int | float) -> str:
 @click.option("--data", "data_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("data"),
               show_default=True, help="Catalog folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (bytes as integers).")
-def estimate(model, config_path, bare_params, precision, workload, context, batch, kv_precision, optimizer,
-             checkpointing, zero, gpus, device_id, lora_rank, lora_targets, no_flash_attention, prefill_chunk,
-             overhead_gib, data_dir, as_json):
+def estimate(model: str | None, config_path: Path | None, bare_params: int | None, precision: str | None,
+             workload: str, context: int | None, batch: int, kv_precision: str | None, optimizer: str | None,
+             checkpointing: str | None, zero: int, gpus: int, device_id: str | None, lora_rank: int | None,
+             lora_targets: str | None, no_flash_attention: bool, prefill_chunk: int | None,
+             overhead_gib: float | None, data_dir: Path, as_json: bool) -> None:
     """Estimate the memory of MODEL (a catalog id such as meta-llama/Llama-3.1-8B)."""
     from .catalog.load import CatalogError, load_catalog
 
@@ -92,7 +94,7 @@ def estimate(model, config_path, bare_params, precision, workload, context, batc
                          "run `llm-memory check`") from None
     precisions = catalog.precisions.catalog
 
-    kwargs = dict(workload=workload, precision=precision, context=context, batch=batch, kv_precision=kv_precision,
+    kwargs: dict[str, Any] = dict(workload=workload, precision=precision, context=context, batch=batch, kv_precision=kv_precision,
                   optimizer=optimizer, checkpointing=checkpointing, zero=zero, gpus=gpus, lora_rank=lora_rank,
                   flash_attention=not no_flash_attention, prefill_chunk=prefill_chunk)
     if lora_targets is not None:
@@ -111,6 +113,7 @@ def estimate(model, config_path, bare_params, precision, workload, context, batc
             arch = parse_architecture(_read_config(config_path))
             label = str(config_path)
         else:
+            assert model is not None  # exactly one source was given, and it is not --params or --config
             if model not in catalog.models:
                 close = [m for m in catalog.models if model.lower() in m.lower()][:5]
                 hint = f"; did you mean: {', '.join(close)}" if close else "; `ls data/models` lists them"
@@ -124,6 +127,7 @@ def estimate(model, config_path, bare_params, precision, workload, context, batc
         raise click.UsageError(str(e)) from None
 
     result = {"model": label, **est.to_dict()}
+    assert est.scenario.precision is not None  # an estimate's scenario is resolved
     if device_id is not None:
         if device_id not in catalog.gpus:
             raise InputError(f"unknown device {device_id!r}; choose one of: {', '.join(sorted(catalog.gpus))}")
@@ -145,7 +149,7 @@ def estimate(model, config_path, bare_params, precision, workload, context, batc
     _print_human(result, est)
 
 
-def _bare(params: int, scenario: Scenario, precisions, as_json: bool) -> None:
+def _bare(params: int, scenario: Scenario, precisions: PrecisionCatalog, as_json: bool) -> None:
     if not 1 <= params <= 10**14:
         raise click.UsageError("--params must be between 1 and 100 trillion")
     try:
@@ -154,12 +158,14 @@ def _bare(params: int, scenario: Scenario, precisions, as_json: bool) -> None:
         raise click.UsageError(str(e)) from None
     if s.workload in ("lora", "qlora"):
         raise click.UsageError("LoRA needs the architecture (layer shapes); give MODEL or --config")
+    assert s.precision is not None  # resolved() always sets it
     prec = precisions.precision(s.precision)
     result: dict[str, Any] = {"params": params, "precision": s.precision, "workload": s.workload,
                               "weights_bytes_nominal": int(params * prec.bytes_per_param_nominal)}
     if s.workload == "train":
         from .estimate.training import full_training_states
 
+        assert s.optimizer is not None  # resolved() sets one for training
         st = full_training_states(params, s.optimizer, mixed_precision=s.precision != "fp32", zero=s.zero,
                                   gpus=s.gpus if s.zero else 1)
         result.update(weights_bytes=st.weights, gradient_bytes=st.gradients, optimizer_bytes=st.optimizer_total,
@@ -175,7 +181,7 @@ def _bare(params: int, scenario: Scenario, precisions, as_json: bool) -> None:
         click.echo(result["note"])
 
 
-def _print_human(r: dict[str, Any], est) -> None:
+def _print_human(r: dict[str, Any], est: Estimate) -> None:
     s = est.scenario
     click.echo(f"{r['model']}: {s.workload}, {s.precision}, context {s.context:,}, batch {s.batch}"
                + (f", {s.gpus} GPUs" if s.gpus > 1 else ""))

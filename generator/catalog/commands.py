@@ -131,7 +131,8 @@ def _index_report(index_path: Path, config: dict[str, Any], total: int) -> list[
     names = list(index["weight_map"])
     lines = [f"safetensors index: {len(names)} tensors"]
     has_head = any(n == "lm_head.weight" or n.endswith(".lm_head.weight") for n in names)
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    sub = config.get("text_config")
+    text: dict[str, Any] = sub if isinstance(sub, dict) else config
     tied = text.get("tie_word_embeddings", config.get("tie_word_embeddings"))
     lines.append(f"lm_head.weight {'present' if has_head else 'absent'}; config tie_word_embeddings={tied}")
     if tied is True and has_head:

@@ -12,7 +12,7 @@ import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import markdown
 from pydantic import BaseModel, ValidationError
@@ -24,6 +24,7 @@ from .yamlsafe import DataPath, Document, Problem, YamlProblem, read_yaml
 
 SCHEMA_LINE = "# yaml-language-server: $schema={}"
 PARAMS_TOLERANCE = 0.005
+_ModelT = TypeVar("_ModelT", bound=BaseModel)  # the schema a file is validated against
 
 
 class CatalogError(Exception):
@@ -120,7 +121,7 @@ def _fields_at(model: type[BaseModel], path: DataPath) -> list[str]:
         nxt: list[Any] = []
         for tp in candidates:
             origin = get_origin(tp)
-            if isinstance(tp, type) and issubclass(tp, BaseModel) and part in tp.model_fields:
+            if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(part, str) and part in tp.model_fields:
                 nxt += _flatten(tp.model_fields[part].annotation)
             elif origin is list and isinstance(part, int):
                 nxt += _flatten(get_args(tp)[0])
@@ -211,7 +212,7 @@ class _Loader:
         self.dir = data_dir
         self.report = _Reporter()
 
-    def read(self, path: Path, schema_ref: str, model: type[BaseModel]) -> tuple[Document | None, Any]:
+    def read(self, path: Path, schema_ref: str, model: type[_ModelT]) -> tuple[Document | None, _ModelT | None]:
         """Parse, check the schema line, TODOs and the schema; return (document, model or None)."""
         try:
             doc = read_yaml(path)

@@ -95,15 +95,17 @@ class QuantizationConfig(Strict):
     group_size: PositiveInt | None = None
 
 
+# The field lists follow KNOWN_CONFIG_KEYS, so these two models are built at import time. Their field
+# maps are dict[str, Any]: a class made at run time is a value to mypy, not a type it can check.
 _FREE_KEYS = KNOWN_CONFIG_KEYS - {"quantization_config", "text_config"}
 _arch_fields: dict[str, Any] = {k: (Any, None) for k in sorted(_FREE_KEYS)}
 _arch_fields["quantization_config"] = (QuantizationConfig | None, None)
-TextConfig = create_model(  # type: ignore[call-overload]
+TextConfig = create_model(
     "TextConfig", __base__=Strict, __doc__="A multimodal config's language-model part.", **_arch_fields)
-ArchitectureBlock = create_model(  # type: ignore[call-overload]
+_block_fields: dict[str, Any] = {**_arch_fields, "text_config": (TextConfig | None, None)}
+ArchitectureBlock = create_model(
     "ArchitectureBlock", __base__=Strict,
-    __doc__="config.json fields copied verbatim; only keys the estimator knows.",
-    **_arch_fields, text_config=(TextConfig | None, None))
+    __doc__="config.json fields copied verbatim; only keys the estimator knows.", **_block_fields)
 
 Tag = Literal["base", "instruct", "reasoning", "moe", "code", "multimodal", "long-context", "distilled"]
 
@@ -137,7 +139,7 @@ class ModelFile(Strict):
     sources: ModelSources
     declared_params: DeclaredParams | None = None
     notes: Notes | None = None
-    architecture: ArchitectureBlock  # type: ignore[valid-type]
+    architecture: ArchitectureBlock  # type: ignore[valid-type]  # a class made by create_model, a value to mypy
 
 
 # --------------------------------------------------------------------------------------------------
@@ -233,7 +235,7 @@ class StorageType(Strict):
 class Rule(Strict):
     type: Slug
     names: list[Annotated[str, StringConstraints(min_length=1, max_length=40)]] | None = None
-    groups: list[Literal[GROUPS]] | None = None  # type: ignore[valid-type]
+    groups: list[Literal[GROUPS]] | None = None  # type: ignore[valid-type]  # Literal of the names in a tuple
     dims: Literal["matrix", "vector"] | None = None
     when: list[Slug] | None = None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
@@ -20,7 +20,11 @@ MAX_NODES = 5000  # nodes after alias expansion
 MAX_DEPTH = 32
 MAX_ALIASES = 20
 
-_Base: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+if TYPE_CHECKING:
+    # Checked against the pure-Python loader, whose interface the C one (when built) mirrors.
+    _Base = yaml.SafeLoader
+else:
+    _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 DataPath = tuple[str | int, ...]
 Position = tuple[int, int]
@@ -30,7 +34,7 @@ _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 
 
-class SafeLoader(_Base):  # type: ignore[misc, valid-type]
+class SafeLoader(_Base):
     """PyYAML's safe loader; a subclass so that nothing here changes the global one."""
 
 
@@ -76,7 +80,14 @@ class Document:
         return (1, 1)
 
 
-def _pos(mark: Any) -> Position:
+class _Mark(Protocol):
+    """A position in the input: PyYAML's Mark, or the C loader's (a different class)."""
+
+    line: int  # 0-based
+    column: int  # 0-based
+
+
+def _pos(mark: _Mark | None) -> Position:
     return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
 
 
@@ -118,7 +129,7 @@ def _precheck(text: str) -> None:
 
 
 class _Converter:
-    def __init__(self, loader: Any):
+    def __init__(self, loader: SafeLoader):
         self.loader = loader
         self.doc = Document(data=None)
         self.count = 0
@@ -164,12 +175,13 @@ class _Converter:
                 raise YamlProblem(*_pos(key_node.start_mark),
                                   f"mapping key {key_node.value!r} is read as {type(key).__name__}, "
                                   "not a string; quote it")
+            key_path: DataPath = (*path, key)
             if key in out:
-                first = self.doc.keys[(*path, key)]
+                first = self.doc.keys[key_path]
                 raise YamlProblem(*_pos(key_node.start_mark),
                                   f"duplicate key {key!r} (first defined on line {first[0]})")
-            self.doc.keys[(*path, key)] = _pos(key_node.start_mark)
-            out[key] = self.convert(value_node, (*path, key))
+            self.doc.keys[key_path] = _pos(key_node.start_mark)
+            out[key] = self.convert(value_node, key_path)
         return out
 
 

@@ -10,6 +10,7 @@ Pure functions, no I/O.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -169,7 +170,10 @@ def _count_parameters(arch: Architecture) -> ParamCounts:
 
 
 class _Cfg:
-    """Typed access to a config mapping; every problem is a ConfigError naming the key."""
+    """Typed access to a config mapping; every problem is a ConfigError naming the key.
+
+    The method ``int`` shadows the builtin inside this class body, so annotations after it spell the
+    builtin type as ``builtins.int``."""
 
     def __init__(self, data: Mapping[str, Any], prefix: str = ""):
         self.data = data
@@ -195,7 +199,7 @@ class _Cfg:
             raise ConfigError(self._name(key), f"absurdly large value {value}")
         return value
 
-    def opt_int(self, key: str, *, minimum: int = 1) -> int | None:
+    def opt_int(self, key: str, *, minimum: builtins.int = 1) -> builtins.int | None:
         return None if self.data.get(key) is None else self.int(key, minimum=minimum)
 
     def bool(self, key: str, default: bool) -> bool:
@@ -214,7 +218,7 @@ class _Cfg:
             raise ConfigError(self._name(key), "must be a list of strings")
         return value
 
-    def int_list(self, key: str) -> list[int]:
+    def int_list(self, key: str) -> list[builtins.int]:
         value = self.data.get(key)
         if value is None:
             return []

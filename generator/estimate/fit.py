@@ -3,6 +3,7 @@ GGUF partial offload and a bandwidth bound on decode speed. Pure functions."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
@@ -47,7 +48,7 @@ def devices_needed(arch: Architecture, scenario: Scenario, catalog: PrecisionCat
     return None
 
 
-def _largest(lo: int, hi: int, ok) -> int:
+def _largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
     """Largest x in [lo, hi] with ok(x), assuming ok is monotone decreasing; lo - 1 if none."""
     if not ok(lo):
         return lo - 1
@@ -87,6 +88,7 @@ def gguf_offload(arch: Architecture, scenario: Scenario, catalog: PrecisionCatal
     llama.cpp keeps it; the output matrix goes to the GPU only when every layer does."""
     est = estimate(arch, scenario, catalog)
     s = est.scenario
+    assert s.precision is not None  # an estimate's scenario is resolved
     wb = weight_bytes(arch, catalog.precision(s.precision), catalog)
     kv_total = est.kv_cache_bytes
     kv_layer = -(-kv_total // arch.num_layers)
@@ -110,6 +112,7 @@ def decode_tokens_per_second(arch: Architecture, est: Estimate, catalog: Precisi
     routed experts' share for MoE; one embedding row rather than the whole table) plus the whole KV
     cache. Memory bandwidth / bytes read per token, per GPU (tensor parallel GPUs read in parallel)."""
     s = est.scenario
+    assert s.precision is not None and s.kv_precision is not None  # an estimate's scenario is resolved
     wb = weight_bytes(arch, catalog.precision(s.precision), catalog)
     read = wb.total - wb.by_group.get(EMBEDDINGS, 0)
     if arch.is_moe:

@@ -9,7 +9,7 @@ Both live in ``data/precisions.yaml``; this module only interprets them. Pure fu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -181,7 +181,7 @@ def _is_70b(arch: Architecture) -> bool:
         or (arch.model_type in ("llama", "mistral") and arch.num_kv_heads != arch.num_heads))
 
 
-CONDITIONS = {
+CONDITIONS: dict[str, Callable[[_Ctx], bool]] = {
     "use_more_bits": lambda c: _use_more_bits(c.index, c.count),
     "first_eighth": lambda c: c.index < c.count // 8,
     "first_sixteenth": lambda c: c.index < c.count // 16,

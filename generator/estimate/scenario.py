@@ -9,9 +9,10 @@ Pure functions; every number is bytes (int).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from typing import Any
 
-from .architecture import NORMS, ROUTER, Architecture, count_parameters, memo, memo_key
+from .architecture import NORMS, ROUTER, Architecture, ParamCounts, count_parameters, memo, memo_key
 from .memory import inference_activations, kv_cache_bytes, training_activations
 from .precision import Precision, PrecisionCatalog, weight_bytes
 from .training import (
@@ -188,6 +189,8 @@ def estimate(arch: Architecture, scenario: Scenario, catalog: PrecisionCatalog) 
 
 def _estimate(arch: Architecture, scenario: Scenario, catalog: PrecisionCatalog) -> Estimate:
     s = scenario.resolved(catalog)
+    # resolved() always fills the precision and the KV-cache type (and rejects unknown ones).
+    assert s.precision is not None and s.kv_precision is not None
     prec = catalog.precision(s.precision)
     counts = count_parameters(arch)
     kv_bpe = catalog.kv_bytes_per_element(s.kv_precision)
@@ -201,7 +204,9 @@ def _estimate(arch: Architecture, scenario: Scenario, catalog: PrecisionCatalog)
     return _training(arch, s, prec, catalog, counts, assumptions)
 
 
-def _inference(arch, s, prec, catalog, counts, kv_bpe, assumptions) -> Estimate:
+def _inference(arch: Architecture, s: Scenario, prec: Precision, catalog: PrecisionCatalog, counts: ParamCounts,
+               kv_bpe: Fraction, assumptions: list[str]) -> Estimate:
+    assert s.kv_precision is not None  # `s` is resolved
     weights, by_type = _weights_per_gpu(arch, prec, catalog, s.gpus)
     kv = kv_cache_bytes(arch, s.context, s.batch, kv_bpe, tp=s.gpus)
     act = inference_activations(arch, s.context, s.batch, flash_attention=s.flash_attention,
@@ -227,12 +232,15 @@ def _inference(arch, s, prec, catalog, counts, kv_bpe, assumptions) -> Estimate:
     )
 
 
-def _training(arch, s, prec, catalog, counts, assumptions) -> Estimate:
+def _training(arch: Architecture, s: Scenario, prec: Precision, catalog: PrecisionCatalog, counts: ParamCounts,
+              assumptions: list[str]) -> Estimate:
+    assert s.optimizer is not None  # `s` is resolved: training workloads always get an optimizer
     lora = s.workload in ("lora", "qlora")
     mixed = s.precision in ("bf16", "fp16") or lora
     n = s.gpus if s.zero else 1
     base, by_type = _weights_per_gpu(arch, prec, catalog, 1)
     if lora:
+        assert s.lora_rank is not None  # `s` is resolved: LoRA workloads always get a rank
         targets = lora_targets(arch, s.lora_targets)
         trainable = lora_parameters(arch, s.lora_rank, s.lora_targets)
         if not trainable:

@@ -117,7 +117,7 @@ def render_site(data: SiteData, ctx: Context) -> Pages:
         heads, dev_rows = views.per_device_table(data, mr)
         off_heads, off_rows = views.offload_table(data, mr)
         f = mr.model.file
-        common = dict(model=f, facts=facts, fit_nav=fit_nav, row=by_id[mr.id])
+        common: dict[str, Any] = dict(model=f, facts=facts, fit_nav=fit_nav, row=by_id[mr.id])
         page(base_path + "index.html", "model.html", f"{f.name}: memory and GPU fit",
              description=f"How much memory {f.name} needs for inference and fine-tuning, and which GPUs run it.",
              nav="index", pfacts=pfacts, notes=render_markdown(f.notes) if f.notes else None,

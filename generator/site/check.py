@@ -115,8 +115,8 @@ def check_site(root: Path) -> list[str]:
             if parts.path.startswith("/"):
                 problems.append(f"{rel}: root-relative link {url!r} (breaks under a project path and file://)")
                 continue
-            target = rel if not parts.path else (Path(rel).parent / unquote(parts.path)).as_posix()
-            target = _normalise(target)
+            joined = rel if not parts.path else (Path(rel).parent / unquote(parts.path)).as_posix()
+            target = _normalise(joined)
             if target is None or not (root / target).is_file():
                 problems.append(f"{rel}: broken link {url!r}")
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import markdown
@@ -56,7 +57,7 @@ ATTRIBUTES = {"a": {"href", "title"}, "h2": {"id"}, "h3": {"id"}, "h4": {"id"}, 
               "img": {"src", "alt"}, "math": {"display"}}
 
 
-def _link_filter(docs: dict[str, str]):  # type: ignore[no-untyped-def]
+def _link_filter(docs: dict[str, str]) -> Callable[[str, str, str], str | None]:
     """Keep https/http/mailto and #fragment links; map links to known repository documents onto their
     pages; drop every other relative link (it would point into the repository, not the site)."""
     def attribute_filter(tag: str, attr: str, value: str) -> str | None:

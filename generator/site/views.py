@@ -11,6 +11,7 @@ from typing import Any
 
 from ..estimate import fit
 from ..estimate.rules import rules_of_thumb
+from ..estimate.scenario import Scenario
 from . import charts
 from .compute import CHART_PRECISIONS, FOUR_BIT, GGUF_SHOWN, Device, ModelResult, SiteData
 from .fmt import GIB, gib, model_slug, params, pct, safe_url, short_device, slug, tokens
@@ -185,7 +186,7 @@ def fit_table(data: SiteData, mr: ModelResult, wid: str) -> FitTable | None:
         return None
     w = next(x for x in data.workloads if x.id == wid)
     # Columns: devices by usable memory; neighbours whose verdicts and device counts coincide merge.
-    sig_groups: list[tuple[tuple[Any, ...], list[Device]]] = []
+    sig_groups: list[tuple[tuple[tuple[str, int | None], ...], list[Device]]] = []
     for d in data.devices:
         sig = tuple((c.verdict(d.usable), c.needed.get(d.usable)) for c in cells.values())
         if sig_groups and sig_groups[-1][0] == sig:
@@ -236,7 +237,7 @@ class Fact:
     href: str | None = None
 
 
-def _scenario_text(s: Any) -> str:
+def _scenario_text(s: Scenario) -> str:
     bits = [f"context {tokens(s.context)}", f"batch {s.batch}"]
     if s.workload == "inference":
         bits.append(f"KV cache {s.kv_precision}")
@@ -254,6 +255,7 @@ def breakdowns(data: SiteData, mr: ModelResult) -> list[Breakdown]:
     for w, c in cells:
         assert c is not None
         est = c.estimate
+        assert est.scenario.precision is not None  # an estimate's scenario is resolved
         parts = dict(est.peak.parts)
         segs = charts.stacked_bar(parts, scale)
         plabel = data.precisions.precision(est.scenario.precision).label
@@ -312,15 +314,14 @@ def per_device_table(data: SiteData, mr: ModelResult) -> tuple[list[str], list[D
 def offload_table(data: SiteData, mr: ModelResult) -> tuple[list[str], list[DeviceRow]]:
     """GGUF partial offload (llama.cpp -ngl) on devices where a shown GGUF format does not fit whole."""
     chat = data.workloads[0].id
-    shown = [p for p in GGUF_SHOWN if mr.cell(chat, p)]
+    chat_cells = mr.cells.get(chat, {})
+    shown = {p: chat_cells[p] for p in GGUF_SHOWN if p in chat_cells}  # precision -> cell
     rows = []
     for d in data.devices:
-        if all(mr.cell(chat, p).verdict(d.usable) != fit.NO_FIT for p in shown):  # type: ignore[union-attr]
+        if all(c.verdict(d.usable) != fit.NO_FIT for c in shown.values()):
             continue
         vals = []
-        for p in shown:
-            c = mr.cell(chat, p)
-            assert c is not None
+        for p, c in shown.items():
             if c.verdict(d.usable) != fit.NO_FIT:
                 vals.append("all layers")
                 continue
@@ -375,14 +376,14 @@ class RuleBlock:
 
 
 def rule_blocks(data: SiteData, mr: ModelResult) -> list[RuleBlock]:
-    out = []
+    out: list[RuleBlock] = []
     for w in data.workloads:
         if w.id not in mr.cells or w.workload not in ("inference", "train") or w.gpus > 1:
             continue
         if any(b.heading.startswith(w.workload) for b in out):
             continue
         c = mr.cell(w.id, mr.default_precision[w.id])
-        assert c is not None
+        assert c is not None and c.estimate.scenario.precision is not None
         prec = data.precisions.precision(c.estimate.scenario.precision)
         rows = []
         for r in rules_of_thumb(mr.model.params.total, prec.bytes_per_param_nominal, w.workload):
