@@ -292,11 +292,14 @@ def _layer_windows(cfg: _Cfg, model_type: str, layers: int) -> list[int | None]:
     if model_type in ("gemma3", "gemma3_text"):  # every sliding_window_pattern-th layer is global
         pattern = cfg.int("sliding_window_pattern", 6)
         return [None if (i + 1) % pattern == 0 else window for i in range(layers)]
-    if model_type in ("qwen2", "qwen3", "qwen3_moe"):  # only with use_sliding_window, from max_window_layers on
+    if model_type in ("qwen2", "qwen3"):  # only with use_sliding_window, from max_window_layers (default 28) on
+        # Qwen2Config / Qwen3Config: max_window_layers = 28; layer i slides when i >= max_window_layers.
         if not cfg.bool("use_sliding_window", False):
             return [None] * layers
-        first = cfg.int("max_window_layers", layers, minimum=0)
+        first = cfg.int("max_window_layers", 28, minimum=0)
         return [window if i >= first else None for i in range(layers)]
+    if model_type == "qwen3_moe":  # Qwen3MoeConfig: use_sliding_window slides every layer
+        return [window if cfg.bool("use_sliding_window", False) else None for _ in range(layers)]
     if model_type == "gpt_oss":  # alternating, sliding first (gpt-oss model card)
         return [window if i % 2 == 0 else None for i in range(layers)]
     return [window] * layers  # mistral, phi3: every layer is sliding
@@ -420,12 +423,13 @@ def _deepseek_v3(cfg: _Cfg) -> Architecture:
     inter = cfg.int("intermediate_size")
     moe_inter = cfg.int("moe_intermediate_size")
     num_experts = cfg.int("n_routed_experts")
-    shared = cfg.int("n_shared_experts", 0, minimum=0)
+    # DeepseekV3Config defaults: n_shared_experts = 1, first_k_dense_replace = 3.
+    shared = cfg.int("n_shared_experts", 1, minimum=0)
     top_k = cfg.int("num_experts_per_tok")
     if top_k > num_experts:
         raise ConfigError(cfg._name("num_experts_per_tok"),
                           f"{top_k} experts per token exceed {num_experts} experts")
-    first_dense = cfg.int("first_k_dense_replace", 0, minimum=0)
+    first_dense = cfg.int("first_k_dense_replace", 3, minimum=0)
     freq = cfg.int("moe_layer_freq", 1)
     q_lora = cfg.opt_int("q_lora_rank")
     kv_lora = cfg.int("kv_lora_rank")
@@ -544,7 +548,7 @@ def _falcon(cfg: _Cfg) -> Architecture:
     heads = cfg.int("num_attention_heads")
     if hidden % heads:
         raise ConfigError(cfg._name("num_attention_heads"), f"hidden_size {hidden} is not divisible by {heads} heads")
-    hd = cfg.int("head_dim", hidden // heads)
+    hd = hidden // heads  # FalconAttention: head_dim = hidden_size // num_heads, whatever the config says
     new_arch = cfg.bool("new_decoder_architecture", False)
     bias = cfg.bool("bias", False)
     if cfg.bool("alibi", False):
@@ -609,7 +613,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 
 def _with_defaults(config: Mapping[str, Any], model_type: str) -> dict[str, Any]:
     merged = dict(_DEFAULTS.get(model_type, {}))
-    merged.update({k: v for k, v in config.items() if v is not None or k not in merged})
+    merged.update(config)  # an explicit null stays null (e.g. Gemma 3's sliding_window: null = no sliding layer)
     return merged
 
 
