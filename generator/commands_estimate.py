@@ -49,24 +49,37 @@ def _gib(n: int | float) -> str:
 @click.option("--context", type=int, default=None, help="Tokens per sequence. Default 4096 for inference, 2048 for training.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Sequences at once (micro-batch for training).")
 @click.option("--kv-precision", default=None, help="KV-cache type: f16, bf16, fp8, q8_0, q4_0. Default f16 for GGUF, else bf16.")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="Default adamw; adamw_8bit for qlora.")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
+              help="Hugging Face TrainingArguments.optim name. Default: the runtime's (transformers: adamw_torch_fused); "
+                   "paged_adamw_8bit for qlora. adamw, adamw_8bit and lion are aliases of adamw_torch, "
+                   "adamw_bnb_8bit and lion_32bit.")
+@click.option("--runtime", default=None,
+              help="Runtime profile (data/runtimes.yaml): transformers, vllm, llama.cpp, mlx, deepspeed. Default: "
+                   "llama.cpp for GGUF, deepspeed with --zero, else transformers.")
+@click.option("--recipe", type=click.Choice(["amp", "mixed", "pure", "fp32"]), default=None,
+              help="Full-training precision recipe. Default: the runtime's (transformers: amp; deepspeed: mixed).")
+@click.option("--adapter-dtype", type=click.Choice(["fp32", "bf16"]), default=None,
+              help="LoRA adapter dtype. Default fp32 (peft's autocast_adapter_dtype); bf16 for qlora.")
+@click.option("--all-logits", is_flag=True, help="Inference keeps every position's logits (scoring), not only the last.")
 @click.option("--checkpointing", type=click.Choice(["none", "selective", "full"]), default=None,
               help="Gradient checkpointing. Default none; full for qlora (as in the QLoRA paper).")
 @click.option("--zero", type=click.IntRange(0, 3), default=0, show_default=True, help="ZeRO stage for training over --gpus.")
-@click.option("--gpus", type=int, default=1, show_default=True, help="GPUs: tensor parallel for inference, ZeRO data parallel for training.")
+@click.option("--gpus", type=int, default=1, show_default=True,
+              help="GPUs: tensor parallel for inference; data parallel for training (full states on each GPU unless --zero).")
 @click.option("--gpu", "device_id", default=None, help="Check the fit against this catalog device id.")
 @click.option("--lora-rank", type=int, default=None, help="LoRA rank. Default 16; 64 for qlora.")
 @click.option("--lora-targets", default=None, metavar="GROUPS",
               help="Comma-separated tensor groups LoRA adapts: attention, mlp, experts. Default: all three.")
 @click.option("--no-flash-attention", is_flag=True, help="Eager attention: materialise the s x s score matrix.")
 @click.option("--prefill-chunk", type=int, default=None,
-              help="Tokens per prefill pass (chunked prefill, e.g. vLLM max_num_batched_tokens). Default: whole prompt.")
-@click.option("--overhead-gib", type=float, default=None, help="Runtime overhead (CUDA context etc.). Default 1.0.")
+              help="Tokens per prefill pass (vLLM max_num_batched_tokens, llama.cpp n_ubatch). Default: the runtime's.")
+@click.option("--overhead-gib", type=float, default=None, help="Runtime overhead (CUDA context etc.). Default: the runtime's.")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("data"),
               show_default=True, help="Catalog folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (bytes as integers).")
 def estimate(model: str | None, config_path: Path | None, bare_params: int | None, precision: str | None,
              workload: str, context: int | None, batch: int, kv_precision: str | None, optimizer: str | None,
+             runtime: str | None, recipe: str | None, adapter_dtype: str | None, all_logits: bool,
              checkpointing: str | None, zero: int, gpus: int, device_id: str | None, lora_rank: int | None,
              lora_targets: str | None, no_flash_attention: bool, prefill_chunk: int | None,
              overhead_gib: float | None, data_dir: Path, as_json: bool) -> None:
@@ -96,7 +109,8 @@ def estimate(model: str | None, config_path: Path | None, bare_params: int | Non
 
     kwargs: dict[str, Any] = dict(workload=workload, precision=precision, context=context, batch=batch, kv_precision=kv_precision,
                   optimizer=optimizer, checkpointing=checkpointing, zero=zero, gpus=gpus, lora_rank=lora_rank,
-                  flash_attention=not no_flash_attention, prefill_chunk=prefill_chunk)
+                  flash_attention=not no_flash_attention, prefill_chunk=prefill_chunk, runtime=runtime, recipe=recipe,
+                  adapter_dtype=adapter_dtype, all_logits=all_logits)
     if lora_targets is not None:
         if workload not in ("lora", "qlora"):
             raise click.UsageError("--lora-targets applies only to --workload lora or qlora")
@@ -134,7 +148,7 @@ def estimate(model: str | None, config_path: Path | None, bare_params: int | Non
         dev = catalog.gpus[device_id]
         usable = dev.usable_bytes
         result.update({
-            "device": device_id, "device_usable_bytes": usable, "verdict": verdict(est.total_bytes, usable),
+            "device": device_id, "device_usable_bytes": usable, "verdict": verdict(est.total_bytes, est.budget(usable)),
             "devices_needed": devices_needed(arch, est.scenario, precisions, usable),
         })
         if est.scenario.workload == "inference":
@@ -184,7 +198,8 @@ def _bare(params: int, scenario: Scenario, precisions: PrecisionCatalog, as_json
 def _print_human(r: dict[str, Any], est: Estimate) -> None:
     s = est.scenario
     click.echo(f"{r['model']}: {s.workload}, {s.precision}, context {s.context:,}, batch {s.batch}"
-               + (f", {s.gpus} GPUs" if s.gpus > 1 else ""))
+               + (f", {s.gpus} GPUs" if s.gpus > 1 else "") + (f", runtime {s.runtime}" if s.runtime else "")
+               + (f", recipe {s.recipe}" if s.recipe else "") + (f", optimizer {s.optimizer}" if s.optimizer else ""))
     click.echo(f"  parameters {est.params:,} (active per token {est.active_params:,})")
     rows = [("weights", est.weights_bytes), ("KV cache", est.kv_cache_bytes), ("activations", est.activation_bytes),
             ("gradients", est.gradient_bytes), ("optimizer states", est.optimizer_bytes),

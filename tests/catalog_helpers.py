@@ -10,7 +10,7 @@ from generator.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
-SHARED = ("precisions.yaml", "workloads.yaml")  # taken from data/, so fixtures never test a stale copy
+SHARED = ("precisions.yaml", "runtimes.yaml", "workloads.yaml")  # taken from data/, so fixtures never test a stale copy
 
 
 def copy_catalog(fixture: Path, dest: Path) -> Path:

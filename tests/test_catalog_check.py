@@ -65,7 +65,7 @@ def test_fixture_catalog_loads_typed_entries(catalog: Path) -> None:
 def test_fixture_catalog_check_ok(catalog: Path) -> None:
     result = cli("check")
     assert result.exit_code == 0, result.output
-    assert result.output == "1 models, 1 GPUs, 17 precisions, 7 workloads: OK\n"
+    assert result.output == "1 models, 1 GPUs, 17 precisions, 5 runtimes, 7 workloads: OK\n"
 
 
 @pytest.mark.parametrize(("fixture", "dest", "line", "text"), CASES, ids=[c[0] for c in CASES])

@@ -44,13 +44,24 @@ def test_json_contract_for_a_catalog_model():
 
 
 def test_config_path_training_per_gpu(config_file):
-    one = json.loads(run("--config", str(config_file), "--workload", "train", "--json").output)
+    one = json.loads(run("--config", str(config_file), "--workload", "train", "--recipe", "mixed", "--json").output)
     z3 = json.loads(run("--config", str(config_file), "--workload", "train", "--zero", "3", "--gpus", "8",
                         "--json").output)
     assert one["gradient_bytes"] == 2 * one["params"]
     assert one["optimizer_bytes"] == 12 * one["params"]  # fp32 master + two fp32 moments
+    assert z3["runtime"] == "deepspeed" and z3["recipe"] == "mixed"  # ZeRO implies DeepSpeed's recipe
     assert z3["weights_bytes"] == -(-2 * one["params"] // 8)
     assert z3["total_bytes"] < one["total_bytes"]
+    # The Trainer's default (transformers runtime): amp = fp32 weights, fp32 gradients, two fp32 AdamW moments
+    # (torch/optim/adam.py: zeros_like(param)), and adamw_torch_fused, which allocates no step temporary.
+    amp = json.loads(run("--config", str(config_file), "--workload", "train", "--json").output)
+    assert (amp["runtime"], amp["recipe"], amp["optimizer"]) == ("transformers", "amp", "adamw_torch_fused")
+    assert amp["weights_bytes"] == amp["gradient_bytes"] == 4 * amp["params"]
+    assert amp["optimizer_bytes"] == 8 * amp["params"]
+    assert amp["phases"]["optimizer_step"]["total_bytes"] == 16 * amp["params"] + amp["overhead_bytes"]
+    # Plain data parallelism: the same states on each of 4 GPUs.
+    dp = json.loads(run("--config", str(config_file), "--workload", "train", "--gpus", "4", "--json").output)
+    assert dp["total_bytes"] == amp["total_bytes"]
 
 
 def test_bare_params_zero_states():

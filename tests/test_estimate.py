@@ -321,7 +321,8 @@ def test_scenario_errors():
     a = arch("Llama-3.1-8B")
     for bad in (Scenario(workload="train", precision="q4_k_m"), Scenario(zero=3, gpus=8),
                 Scenario(context=0), Scenario(workload="qlora", precision="bf16"),
-                Scenario(workload="train", gpus=4), Scenario(lora_rank=8)):
+                Scenario(lora_rank=8), Scenario(workload="lora", recipe="amp"), Scenario(adapter_dtype="fp32"),
+                Scenario(workload="train", precision="fp32", recipe="pure")):
         with pytest.raises(ScenarioError):
             estimate(a, bad, PRECISIONS)
 

@@ -19,6 +19,7 @@ from generator.estimate.architecture import Architecture, parse_architecture
 from generator.estimate.memory import (
     inference_activations, kv_cache_bytes, kv_heads_per_gpu, layer_saved_activations, training_activations,
 )
+from generator.estimate.scenario import Scenario, estimate
 from generator.estimate.precision import parse_precision_catalog
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,7 +144,20 @@ def test_kv_cache_types_bytes_per_element(kid: str, nbytes: Fraction) -> None:
 #   attention phase: q,k,v (8 + 2*2)*8*a = 192, attention output 8*8*a = 128, o_proj output h*a = 128 -> 448
 #   MLP phase (gated): gate, up, act*up 3*I*a = 960
 # so the MLP phase is the larger one with flash attention: layer peak 256 + 960 = 1216 bytes per token.
-# Logits: V*4 = 1024 bytes per kept position (fp32).
+# Logits, generation (only the last position of each sequence is kept): the lm_head output in the activation
+# dtype (V*a = 512) plus generate's float32 copy of it (V*4 = 1024) -> V*(a + 4) = 1536 bytes per sequence.
+# huggingface/transformers v5.24.0, src/transformers/generation/utils.py L3246:
+#   next_token_logits = outputs.logits[:, -1, :].to(copy=True, dtype=torch.float32, device=input_ids.device)
+# Scoring (all_logits) keeps the lm_head output of every position, V*a = 512 bytes per token, no fp32 copy.
+#
+# Eager attention, per layer (transformers v5.24.0, models/llama/modeling_llama.py L180-L202,
+# eager_attention_forward): repeat_kv(key), repeat_kv(value) -> batch x heads x keys x d each (only when there are
+# fewer KV heads than query heads: 2*t*heads*d*a); attn_weights = q @ k^T * scaling (+ the 4-D float mask,
+# batch x 1 x t x context in the activation dtype); softmax(attn_weights, dim=-1, dtype=torch.float32).to(q.dtype).
+# PyTorch's softmax with dtype=float32 converts a bf16 input to a float32 copy first and then writes a float32
+# output: 2 + 4 + 4 = 10 bytes per score live at once; a CUDA fp16 input goes through the half_to_float kernel (2 + 4)
+# and the cast back adds 2: 8; fp32 scores and their fp32 softmax: 4 + 4 = 8.
+BF16_SCORE, FP16_SCORE, FP32_SCORE = 2 + 4 + 4, 2 + 4 + 2, 4 + 4
 
 
 def test_inference_dense_flash_mlp_phase_wins() -> None:
@@ -151,11 +165,11 @@ def test_inference_dense_flash_mlp_phase_wins() -> None:
     act = inference_activations(a, 8, 1)
     assert act.attention_scores == 0
     assert act.layer_peak == 8 * (256 + 960) == 9728
-    assert act.logits == 1 * 256 * 4 == 1024  # last position of the one sequence
-    assert act.total == 9728 + 1024
+    assert act.logits == 1 * 256 * (2 + 4) == 1536  # last position of the one sequence, bf16 + fp32 copy
+    assert act.total == 9728 + 1536
     act3 = inference_activations(a, 8, 3)  # t = 24 tokens, 3 last positions
     assert act3.layer_peak == 24 * 1216 == 29184
-    assert act3.logits == 3 * 1024
+    assert act3.logits == 3 * 1536
 
 
 def test_inference_attention_phase_wins_with_a_narrow_mlp() -> None:
@@ -167,27 +181,33 @@ def test_inference_attention_phase_wins_with_a_narrow_mlp() -> None:
 
 def test_inference_eager_scores_flip_the_phase() -> None:
     a = parse(DENSE)
-    # Eager attention materialises heads x t x context scores in bf16 plus their fp32 softmax: (a + 4) bytes.
-    short = inference_activations(a, 8, 1, flash_attention=False)
-    assert short.attention_scores == 8 * 8 * 8 * (2 + 4) == 3072
-    # attention 8*448 + 3072 = 6656 < MLP 8*960 = 7680: the MLP phase still sets the peak.
-    assert short.layer_peak == 8 * 256 + 7680 == 9728
-    long = inference_activations(a, 16, 1, flash_attention=False)
-    assert long.attention_scores == 8 * 16 * 16 * 6 == 12288
-    # attention 16*448 + 12288 = 19456 > MLP 16*960 = 15360: now the attention phase sets the peak.
-    assert long.layer_peak == 16 * 256 + 19456 == 23552
+    # Eager attention, one sequence of c tokens (t = c): scores 8 heads x c x c x 10 (bf16), the mask c x c x 2,
+    # repeat_kv copies of k and v (2 KV heads < 8 heads) 2 x c x 8 x 8 x 2 = 256c. Per token the attention phase
+    # is 448 + 80c + 2c + 256 = 704 + 82c against the MLP's 960: the MLP wins up to c = 3, attention from c = 4.
+    short = inference_activations(a, 3, 1, flash_attention=False)
+    assert short.attention_scores == 8 * 3 * 3 * 10 + 3 * 3 * 2 + 2 * 3 * 8 * 8 * 2 == 720 + 18 + 768 == 1506
+    # attention 3*448 + 1506 = 2850 < MLP 3*960 = 2880: the MLP phase still sets the peak.
+    assert short.layer_peak == 3 * 256 + 2880 == 3648
+    long = inference_activations(a, 4, 1, flash_attention=False)
+    assert long.attention_scores == 8 * 4 * 4 * 10 + 4 * 4 * 2 + 2 * 4 * 8 * 8 * 2 == 1280 + 32 + 1024 == 2336
+    # attention 4*448 + 2336 = 4128 > MLP 4*960 = 3840: now the attention phase sets the peak.
+    assert long.layer_peak == 4 * 256 + 4128 == 5152
 
 
 def test_inference_activation_bytes_parameter() -> None:
     a = parse(DENSE)
     # fp32 activations (a=4), t=8: residual 2*8*64*4 = 4096; attention 8*(12*8*4 + 8*8*4 + 64*4) = 7168;
-    # MLP 3*8*160*4 = 15360 -> peak 4096 + 15360. Logits are fp32 whatever a is.
-    act = inference_activations(a, 8, 1, a=4)
+    # MLP 3*8*160*4 = 15360 -> peak 4096 + 15360.
+    act = inference_activations(a, 8, 1, a=4, compute_dtype="fp32")
     assert act.layer_peak == 4096 + 15360
-    assert act.logits == 1024
-    # Scores: bf16/fp32 copy (a) plus the fp32 softmax (4): heads * t * context * (4 + 4).
-    eager = inference_activations(a, 16, 1, flash_attention=False, a=4)
-    assert eager.attention_scores == 8 * 16 * 16 * 8
+    # Last-position logits: fp32 lm_head output (V*4) and generate's fp32 copy (V*4): 256 * (4 + 4).
+    assert act.logits == 256 * 8 == 2048
+    # All positions: the lm_head output only, 8 x 256 x 4.
+    assert inference_activations(a, 8, 1, a=4, compute_dtype="fp32", all_logits=True).logits == 8192
+    # Eager, fp32, t = context = 16: scores 8*16*16*(4 + 4) = 16384, mask 16*16*4 = 1024, repeat_kv
+    # 2*16*8*8*4 = 8192.
+    eager = inference_activations(a, 16, 1, flash_attention=False, a=4, compute_dtype="fp32")
+    assert eager.attention_scores == 16384 + 1024 + 8192 == 25600
 
 
 def test_inference_gelu_mlp_both_sides() -> None:
@@ -196,39 +216,74 @@ def test_inference_gelu_mlp_both_sides() -> None:
     narrow = parse(GPT2, n_inner=96)  # MLP 2*96*2 = 384 < 640: attention wins
     act = inference_activations(narrow, 8, 1)
     assert act.layer_peak == 8 * (256 + 640) == 7168
-    assert act.logits == 100 * 4
+    assert act.logits == 100 * (2 + 4) == 600
     wide = parse(GPT2)  # I = 4h = 256: MLP 2*256*2 = 1024 > 640
     assert inference_activations(wide, 8, 1).layer_peak == 8 * (256 + 1024) == 10240
 
 
+# MoE (transformers v5.24.0, src/transformers/integrations/moe.py L424-L537, grouped_mm path): per routed token
+# (t x top-k rows) either the gathered input (h) with the gate_up output (2I), act(gate) (I) and their product (I),
+# h + 4I, or later the down output, its weighted and un-permuted copies, 4h: max(h + 4I, 4h) x a; plus the fp32
+# router logits t x E x 4.
+
 def test_inference_moe_phase() -> None:
     a = parse(MOE)
-    # t=8; routed tokens 2t = 16, each with gate, up, act*up (3*32) and its copied input (h): 16*(96 + 64)*2
-    # = 5120; router logits in fp32 t*E*4 = 8*4*4 = 128 -> MLP phase 5248 > attention 8*448 = 3584.
+    # t=8, h=64, I=32: h + 4I = 192 < 4h = 256, so 4h; routed tokens 2t = 16: 16*256*2 = 8192; router logits
+    # t*E*4 = 8*4*4 = 128 -> MLP phase 8320 > attention 8*448 = 3584.
     act = inference_activations(a, 8, 1)
-    assert act.layer_peak == 8 * 256 + 5120 + 128 == 7296
-    # tp=2: 4 heads, 1 KV head, expert intermediate 16; residual and router logits are not split.
-    # attention 8*((4 + 2)*8*2 + 4*8*2 + 64*2) = 2304; MLP 16*(3*16 + 64)*2 + 128 = 3712.
+    assert act.layer_peak == 8 * 256 + 8192 + 128 == 10368
+    # tp=2: 4 heads, 1 KV head, expert intermediate 16 (h + 4*16 = 128 < 256); residual and router logits are not
+    # split. attention 8*((4 + 2)*8*2 + 4*8*2 + 64*2) = 2304; MLP 16*256*2 + 128 = 8320.
     act2 = inference_activations(a, 8, 1, tp=2)
-    assert act2.layer_peak == 8 * 256 + 3712 == 5760
-    assert act2.logits == 1024 // 2
+    assert act2.layer_peak == 8 * 256 + 8320 == 10368
+    assert act2.logits == 256 * (2 + 4) // 2 == 768
+
+
+def test_inference_moe_wide_experts_take_the_gate_up_side() -> None:
+    # I = 64: h + 4I = 320 > 4h = 256, so the gate_up side: 16 routed rows x 320 x 2 = 10240, + router 128.
+    a = parse(MOE, intermediate_size=64)
+    assert inference_activations(a, 8, 1).layer_peak == 8 * 256 + 10240 + 128 == 12416
+    # tp=2 halves I to 32: h + 4*32 = 192 < 256, back to the 4h side: 16*256*2 + 128 = 8320.
+    assert inference_activations(a, 8, 1, tp=2).layer_peak == 8 * 256 + 8320 == 10368
+    # Three experts per token: 24 routed rows x 320 x 2 = 15360.
+    assert inference_activations(parse(MOE, intermediate_size=64, num_experts_per_tok=3), 8, 1).layer_peak \
+        == 8 * 256 + 15360 + 128 == 17536
+
+
+@pytest.mark.xfail(strict=True, reason="grouped_mm_experts_forward keeps every intermediate in a local variable "
+                   "until it returns, so the gathered input and its sorted copy (2h) and the gate_up and gated outputs "
+                   "(3I) are still alive next to the down output and its weighted copy (2h): 4h + 3I per routed row, "
+                   "more than max(h + 4I, 4h)")
+def test_inference_moe_grouped_mm_keeps_its_locals_alive() -> None:
+    # huggingface/transformers 8b584a67b474f3dfdedcdda7acb96a33dcc3b5e3, src/transformers/integrations/moe.py,
+    # grouped_mm_experts_forward: selected_hidden_states = hidden_states[token_idx] (S x h);
+    # selected_hidden_states_g = selected_hidden_states[perm] (S x h); gate_up_out (S x 2I); gated_out (S x I);
+    # out_per_sample_g (S x h); out_per_sample_g = out_per_sample_g * sample_weights_g (another S x h while the
+    # product is formed). No `del`: all of them live at that multiply, 4h + 3I per routed row.
+    # MOE, t = 8, S = 16 rows: 16 x (4*64 + 3*32) x 2 = 11264, plus the residual stream 8 x 256 = 2048.
+    assert inference_activations(parse(MOE), 8, 1).layer_peak >= 2048 + 11264
 
 
 def test_inference_deepseek_shared_expert_term_matters() -> None:
     a = parse(DEEPSEEK)
     # Per token: residual 256; attention: q,k,v decompressed per head (4 + 2*4)*16*2 = 384, output 4*16*2 = 128,
-    # o_proj output 128 -> 640. MLP: routed 2*(3*16 + 64)*2 = 448, router 4*4 = 16, shared expert (I=64)
-    # gate, up, act*up 3*64*2 = 384 -> 848 > 640.
+    # o_proj output 128 -> 640. MLP: routed 2 rows x max(64 + 4*16, 4*64) = 256 x 2 = 1024, router 4*4 = 16,
+    # shared expert (I=64) gate, up, act*up 3*64*2 = 384 -> 1424 > 640.
     act = inference_activations(a, 8, 1)
-    assert act.layer_peak == 8 * (256 + 848) == 8832
-    # Without shared experts the MLP phase (464) falls below attention (640): a different peak.
-    bare = inference_activations(parse(DEEPSEEK, n_shared_experts=0), 8, 1)
-    assert bare.layer_peak == 8 * (256 + 640) == 7168
+    assert act.layer_peak == 8 * (256 + 1424) == 13440
+    # Eager attention at context 16 (4 heads = 4 "KV heads": no repeat_kv): scores 4*16*10 + mask 16*2 = 672 per
+    # token, attention 640 + 672 = 1312. With the shared expert the MLP (1424) still wins; without it (1040) the
+    # attention phase does: a different peak.
+    eager = inference_activations(a, 16, 1, flash_attention=False)
+    assert eager.attention_scores == 4 * 16 * 16 * 10 + 16 * 16 * 2 == 10752
+    assert eager.layer_peak == 16 * (256 + 1424) == 26880
+    bare = inference_activations(parse(DEEPSEEK, n_shared_experts=0), 16, 1, flash_attention=False)
+    assert bare.layer_peak == 16 * (256 + 1312) == 25088
     # tp=2: 2 heads, ceil(4/2) = 2 "KV heads" -> attention (2 + 4)*16*2 + 2*16*2 + 128 = 384;
-    # MLP: routed 2*(3*8 + 64)*2 = 352, router 16, shared 3*ceil(64/2)*2 = 192 -> 560.
+    # MLP: routed 2*max(64 + 4*8, 256)*2 = 1024, router 16, shared 3*ceil(64/2)*2 = 192 -> 1232.
     act2 = inference_activations(a, 8, 1, tp=2)
-    assert act2.layer_peak == 8 * (256 + 560) == 6528
-    assert act2.logits == 512
+    assert act2.layer_peak == 8 * (256 + 1232) == 11904
+    assert act2.logits == 768
 
 
 def test_inference_tensor_parallel_rounding_dense() -> None:
@@ -238,13 +293,15 @@ def test_inference_tensor_parallel_rounding_dense() -> None:
     # = 2048; MLP 3*8*54*2 = 2592.
     act = inference_activations(a, 8, 1, tp=3)
     assert act.layer_peak == 2048 + 2592 == 4640
-    # Vocab-parallel logits: ceil(1 * 256 * 4 / 3) = ceil(341.33) = 342.
-    assert act.logits == 342
-    # Eager, context 16, tp=3: scores 3*16*16*6 = 4608; attention 16*5*8*2 + 16*3*8*2 + 16*64*2 + 4608
-    # = 1280 + 768 + 2048 + 4608 = 8704 > MLP 3*16*54*2 = 5184.
+    # Vocab-parallel logits: 1 * 256 * 6 / 3 = 512 exactly; all 8 positions: ceil(8 * 256 * 2 / 3) = ceil(1365.33).
+    assert act.logits == 512
+    assert inference_activations(a, 8, 1, tp=3, all_logits=True).logits == 1366
+    # Eager, context 16, tp=3: scores 3*16*16*10 = 7680, mask 16*16*2 = 512, repeat_kv (1 KV head < 3 heads)
+    # 2*16*3*8*2 = 1536 -> 9728; attention 16*5*8*2 + 16*3*8*2 + 16*64*2 + 9728 = 1280 + 768 + 2048 + 9728
+    # = 13824 > MLP 3*16*54*2 = 5184.
     eager = inference_activations(a, 16, 1, flash_attention=False, tp=3)
-    assert eager.attention_scores == 4608
-    assert eager.layer_peak == 16 * 256 + 8704 == 12800
+    assert eager.attention_scores == 9728
+    assert eager.layer_peak == 16 * 256 + 13824 == 17920
 
 
 def test_inference_kv_heads_rounding_in_activations() -> None:
@@ -261,26 +318,80 @@ def test_prefill_chunk_bounds_the_tokens_per_pass() -> None:
     # up to 64 keys.
     flash = inference_activations(a, 64, 2, prefill_chunk=40)
     assert flash.layer_peak == 40 * 1216 == 48640
-    assert flash.logits == 2 * 1024  # the last position of each of the 2 sequences
+    assert flash.logits == 2 * 1536  # the last position of each of the 2 sequences
     eager = inference_activations(a, 64, 2, prefill_chunk=40, flash_attention=False)
-    assert eager.attention_scores == 8 * 40 * 64 * 6 == 122880
-    # attention 40*448 + 122880 = 140800 > MLP 40*960 = 38400
-    assert eager.layer_peak == 40 * 256 + 140800 == 151040
+    # scores 8*40*64*10 = 204800, mask 40*64*2 = 5120, repeat_kv 2*40*8*8*2 = 10240
+    assert eager.attention_scores == 204800 + 5120 + 10240 == 220160
+    # attention 40*448 + 220160 = 238080 > MLP 40*960 = 38400
+    assert eager.layer_peak == 40 * 256 + 238080 == 248320
     # A chunk larger than the prompt changes nothing: t = 128.
     assert inference_activations(a, 64, 2, prefill_chunk=1000).layer_peak == 128 * 1216
-    # all_logits keeps every position of the pass: 40 x 1024.
-    assert inference_activations(a, 64, 2, prefill_chunk=40, all_logits=True).logits == 40 * 1024
+    # all_logits keeps every position of the pass in bf16: 40 x 256 x 2.
+    assert inference_activations(a, 64, 2, prefill_chunk=40, all_logits=True).logits == 40 * 512
 
 
 def test_logits_positions_are_min_of_batch_and_tokens() -> None:
     a = parse(DENSE)
     # 8 sequences of 4 tokens in chunks of 3: the pass holds 3 tokens, so at most 3 last positions.
-    assert inference_activations(a, 4, 8, prefill_chunk=3).logits == 3 * 1024
-    # Without chunking: 8 sequences -> 8 last positions; all_logits -> all 32 tokens.
-    assert inference_activations(a, 4, 8).logits == 8 * 1024
-    assert inference_activations(a, 4, 8, all_logits=True).logits == 32 * 1024
-    # Logits are split over TP GPUs: 32 * 1024 / 4.
-    assert inference_activations(a, 4, 8, all_logits=True, tp=4).logits == 8192
+    assert inference_activations(a, 4, 8, prefill_chunk=3).logits == 3 * 1536
+    # Without chunking: 8 sequences -> 8 last positions; all_logits -> all 32 tokens at V*a = 512 each.
+    assert inference_activations(a, 4, 8).logits == 8 * 1536
+    assert inference_activations(a, 4, 8, all_logits=True).logits == 32 * 512
+    # Logits are split over TP GPUs: 32 * 512 / 4; the last positions 8 * 1536 / 4.
+    assert inference_activations(a, 4, 8, all_logits=True, tp=4).logits == 4096
+    assert inference_activations(a, 4, 8, tp=4).logits == 3072
+
+
+@pytest.mark.parametrize("dtype,a,per_score", [("bf16", 2, BF16_SCORE), ("fp16", 2, FP16_SCORE),
+                                               ("fp32", 4, FP32_SCORE)])
+def test_eager_score_bytes_by_compute_dtype(dtype: str, a: int, per_score: int) -> None:
+    # MHA8: 8 heads = 8 KV heads, so no repeat_kv; context 4, batch 1 (t = 4): 8 x 4 x 4 scores of `per_score`
+    # bytes plus the 4 x 4 mask of `a` bytes.
+    act = inference_activations(parse(MHA8), 4, 1, flash_attention=False, a=a, compute_dtype=dtype)
+    assert act.attention_scores == 8 * 4 * 4 * per_score + 4 * 4 * a
+
+
+def test_eager_mask_is_tokens_by_context() -> None:
+    m = parse(MHA8)
+    # Batch 3 of context 4: t = 12 queries, each against its sequence's 4 keys: scores 8*12*4*10 = 3840, the mask
+    # (batch x 1 x 4 x 4) = t x context = 48 elements x 2 = 96.
+    assert inference_activations(m, 4, 3, flash_attention=False).attention_scores == 3840 + 96
+    # A chunk of 5 tokens against up to 4 keys: scores 8*5*4*10 = 1600, mask 5*4*2 = 40.
+    assert inference_activations(m, 4, 3, flash_attention=False, prefill_chunk=5).attention_scores == 1640
+
+
+def test_eager_repeat_kv_only_with_fewer_kv_heads_than_heads() -> None:
+    a = parse(DENSE)
+    # 2 KV heads < 8 heads: repeat_kv copies k and v to 8 heads: 2 x 4 x 8 x 8 x 2 = 1024 on top of
+    # scores 8*4*4*10 = 1280 and mask 4*4*2 = 32.
+    assert inference_activations(a, 4, 1, flash_attention=False).attention_scores == 1280 + 32 + 1024
+    # tp=4: 2 heads and ceil(2/4) -> 1 KV head per GPU, still fewer: 2*4*2*8*2 = 256; scores 2*4*4*10 = 320.
+    assert inference_activations(a, 4, 1, flash_attention=False, tp=4).attention_scores == 320 + 32 + 256
+    # tp=8: 1 head and 1 KV head per GPU: nothing to repeat. Scores 1*4*4*10 = 160 + mask 32.
+    assert inference_activations(a, 4, 1, flash_attention=False, tp=8).attention_scores == 160 + 32
+    # MHA (8 = 8) repeats nothing either (previous test).
+
+
+def test_estimate_runs_eager_attention_in_the_weights_compute_dtype() -> None:
+    # Inference in fp16 weights computes in fp16 (8 B per score), bf16 in bf16 (10 B), fp32 in fp32 (a = 4).
+    # MHA8, context 4, eager, no overhead; per token residual 256, attention 640 (q,k,v (8 + 16)*8*2 = 384, output
+    # 128, o_proj output 128), MLP 3*32*2 = 192.
+    m = parse(MHA8)
+
+    def acts(precision: str) -> int:
+        return estimate(m, Scenario(precision=precision, context=4, flash_attention=False, overhead_bytes=0),
+                        PRECISIONS).activation_bytes
+
+    # bf16: scores 8*4*4*10 + 4*4*2 = 1312; attention 4*640 + 1312 = 3872; layer 4*256 + 3872 = 4896;
+    # logits 256*6 = 1536.
+    assert acts("bf16") == 4896 + 1536 == 6432
+    # fp16: scores 8*4*4*8 + 32 = 1056 -> 4640 + 1536.
+    assert acts("fp16") == 4640 + 1536 == 6176
+    # The fp16-based quantised formats (bitsandbytes int8, GPTQ int4) compute in fp16 too.
+    assert acts("int8") == acts("int4") == 6176
+    # fp32: a = 4. residual 2*4*64*4 = 2048; attention 4*(24*8*4 + 64*4 + 64*4) = 5120 + scores 8*4*4*8 + 4*4*4
+    # = 1088 -> 6208 > MLP 3*4*32*4 = 1536; logits 256*(4 + 4) = 2048.
+    assert acts("fp32") == 2048 + 6208 + 2048 == 10304
 
 
 # --- training activations ------------------------------------------------------------------------

@@ -8,13 +8,17 @@ The DENSE config used throughout (llama, h=64, 8 heads of 8, 2 KV heads, I=160, 
   token_embd 256*64 = 16384; per layer q 64*64 = 4096, k 16*64 = 1024, v 1024, o 4096, gate/up/down 3*160*64
   = 30720, two norms 128 -> 41088; output_norm 64; lm_head 16384.
   P = 16384 + 2*41088 + 64 + 16384 = 115008 parameters; bf16: 230016 bytes, of which norms (2*128 + 64)*2 = 640.
-Its inference activations per token (see tests/test_rules_memory.py): layer peak 1216 bytes, logits 1024 per
-kept position; its KV cache 2 layers x 2 x 2 heads x 8 x 2 bytes = 128 bytes per token.
+Its inference activations per token (see tests/test_rules_memory.py): layer peak 1216 bytes, logits 256*(2 + 4)
+= 1536 per kept position (the bf16 lm_head output and generate's fp32 copy of it); its KV cache 2 layers x 2 x 2
+heads x 8 x 2 bytes = 128 bytes per token.
+PRECISIONS is parsed from data/precisions.yaml alone, so it has no runtime profiles: the estimator's generic
+defaults apply (whole prompt in one pass, adamw_torch with one foreach temporary, recipe mixed, 1 GiB overhead).
 Its training activations (flash, no dropout) per token: 2144 per layer, 2*64*2 + 256*10 = 2816 outside.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -30,9 +34,10 @@ from generator.estimate.fit import (
 from generator.estimate.precision import PrecisionError, parse_precision_catalog
 from generator.estimate.rules import rules_of_thumb
 from generator.estimate.scenario import DEFAULT_OVERHEAD_BYTES, GIB, Scenario, ScenarioError, estimate
+from generator.estimate.runtime import parse_runtime_catalog
 from generator.estimate.training import (
-    full_training_states, lora_modules_per_layer, lora_parameters, lora_targets, optimizer_state_bytes,
-    step_temporary_bytes, zero_share,
+    OPTIMIZER_ALIASES, OPTIMIZER_SPECS, full_training_states, lora_modules_per_layer, lora_parameters,
+    lora_saved_bytes, lora_targets, optimizer_state_bytes, step_temporary_bytes, zero_share,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,10 +126,11 @@ def test_adafactor_factored_state_on_real_tensors() -> None:
     assert optimizer_state_bytes("adafactor", experts) == 6 * 4 * (32 + 64) * 4 == 9216
 
 
-@pytest.mark.parametrize("opt,copies", [("adamw", 1), ("sgd", 1), ("lion", 1), ("adafactor", 1), ("adamw_8bit", 0)])
+@pytest.mark.parametrize("opt,copies", [("adamw", 1), ("sgd", 1), ("lion", 0), ("adafactor", 1), ("adamw_8bit", 0)])
 def test_step_temporaries(opt: str, copies: int) -> None:
     # PyTorch's foreach implementations hold intermediates "roughly the size of the parameters" during step()
-    # (torch.optim documentation, "Algorithms" / foreach); bitsandbytes' fused 8-bit kernels update in place.
+    # (torch.optim documentation, "Algorithms" / foreach); bitsandbytes' 8-bit and 32-bit (Lion32bit) kernels
+    # update the parameters and states in place.
     assert step_temporary_bytes(opt, 1000, 4) == copies * 1000 * 4
     assert step_temporary_bytes(opt, 1000, 2) == copies * 1000 * 2
 
@@ -210,56 +216,68 @@ def test_lora_estimate_states_and_phases() -> None:
     e = estimate(a, Scenario(workload="lora", context=8, overhead_bytes=0), PRECISIONS)
     tr = 16 * 2 * (416 + 672)  # default rank 16; per layer r*(416 attention + 672 MLP) inputs+outputs
     assert e.scenario.lora_rank == 16 and e.trainable_params == tr == 34816
-    # bf16 base + bf16 adapters; gradients 2 B; fp32 master 4 B + AdamW 8 B per adapter parameter.
-    assert e.weights_bytes == 230016 + 2 * tr == 299648
-    assert e.gradient_bytes == 2 * tr
-    assert e.optimizer_bytes == 4 * tr + 8 * tr
-    # Activations, T = 8: per layer 2144*8 + 7 modules * 8 * 16 * 2 = 18944; outside 2816*8 = 22528.
-    assert e.activation_bytes == 2 * 18944 + 22528 == 60416
+    # peft's default fp32 adapters (autocast_adapter_dtype=True) over the bf16 base: weights 2P + 4 B per adapter
+    # parameter; gradients in the adapters' dtype, 4 B; no master copy; AdamW's exp_avg and exp_avg_sq are
+    # zeros_like(param) (pytorch/pytorch 5c4886908584029761b579af026dcfb627c84070, torch/optim/adam.py L177-L184),
+    # so 2 x 4 B.
+    assert e.scenario.adapter_dtype == "fp32"
+    assert e.weights_bytes == 230016 + 4 * tr == 369280
+    assert e.gradient_bytes == 4 * tr == 139264
+    assert e.optimizer_bytes == 8 * tr == 278528
+    # Activations, T = 8: per layer 2144*8 = 17152 plus what the fp32 adapters save (peft 5d602fdbff04c33c1c4de55
+    # cda9d4ae1d7cb7e40, src/peft/tuners/lora/layer.py L1049-L1074: x = self._cast_input_dtype(x, lora_A.weight.dtype),
+    # then lora_B(lora_A(x))): for each of the 7 adapted matrices a float32 copy of its input, 8 x d_in x 4, with
+    # d_in 64 for q, k, v, o, gate, up and 160 for down: 8 x (6*64 + 160) x 4 = 17408, and the rank-16 projection
+    # lora_B saves, 7 x 8 x 16 x 4 = 3584. Per layer 17152 + 17408 + 3584 = 38144; outside 2816*8 = 22528.
+    assert e.activation_bytes == 2 * 38144 + 22528 == 98816
     fwd, bwd, step = e.phases
-    assert fwd.parts == {"weights": 299648, "optimizer": 417792, "gradients": 0, "activations": 60416, "overhead": 0}
-    # Backward walk: after both layers all adapter gradients (69632) exist and 2*b*s*h*2 = 2048 of working
-    # activations remain: 69632 + 2048 > 0 + 60416 (start) and > 34816 + 18944 + 2048 (after one layer).
-    assert bwd.parts == {"weights": 299648, "optimizer": 417792, "gradients": 69632, "activations": 2048,
+    assert fwd.parts == {"weights": 369280, "optimizer": 278528, "gradients": 0, "activations": 98816, "overhead": 0}
+    # Backward walk, gradients by each layer's share of the 14 adapted matrices (7 each): start 0 + 98816; after
+    # layer 1, 69632 + 38144 + 2*1*8*64*2 (2048) = 109824; after layer 0, 139264 + 2048 = 141312, the largest.
+    assert bwd.parts == {"weights": 369280, "optimizer": 278528, "gradients": 139264, "activations": 2048,
                          "overhead": 0}
-    # Step: fp32 master (4 B) foreach temporary, 1 copy x 34816 x 4.
-    assert step.parts == {"weights": 299648, "optimizer": 417792 + 139264, "gradients": 69632, "activations": 0,
+    # Step: adamw_torch's foreach step makes one parameter-sized list (exp_avg_sq_sqrt = torch._foreach_sqrt,
+    # torch/optim/adam.py L782-L799) in the adapters' fp32: 34816 x 4.
+    assert step.parts == {"weights": 369280, "optimizer": 278528 + 139264, "gradients": 139264, "activations": 0,
                           "overhead": 0}
-    assert e.peak_phase == "optimizer_step" and e.total_bytes == 926336
+    assert e.peak_phase == "optimizer_step" and e.total_bytes == 369280 + 417792 + 139264 == 926336
 
 
 def test_lora_zero_partitions_and_no_zero3_gather() -> None:
     a = parse(DENSE)
     tr = 34816
     z3 = estimate(a, Scenario(workload="lora", context=8, zero=3, gpus=2, overhead_bytes=0), PRECISIONS)
-    assert z3.weights_bytes == 230016 // 2 + 2 * tr // 2
-    assert z3.gradient_bytes == tr and z3.optimizer_bytes == (4 + 8) * tr // 2
+    assert z3.weights_bytes == 230016 // 2 + 4 * tr // 2 == 184640
+    assert z3.gradient_bytes == 4 * tr // 2 and z3.optimizer_bytes == 8 * tr // 2
     # The frozen base is not gathered layer by layer for LoRA here: activations as without ZeRO.
-    assert z3.activation_bytes == 60416
-    assert z3.phases[0].parts["activations"] == 60416
+    assert z3.activation_bytes == 98816
+    assert z3.phases[0].parts["activations"] == 98816
     z2 = estimate(a, Scenario(workload="lora", context=8, zero=2, gpus=2, overhead_bytes=0), PRECISIONS)
-    assert z2.weights_bytes == 230016 + 2 * tr  # stage 2 keeps weights whole
-    assert z2.gradient_bytes == tr              # but splits gradients
+    assert z2.weights_bytes == 230016 + 4 * tr  # stage 2 keeps weights whole
+    assert z2.gradient_bytes == 2 * tr          # but splits gradients: 4 B x tr / 2
 
 
 def test_qlora_defaults_and_states() -> None:
     a = parse(DENSE)
     s = Scenario(workload="qlora").resolved(PRECISIONS)
-    # QLoRA (Dettmers et al. 2023, arXiv 2305.14314): NF4 base, paged 8-bit AdamW; rank 64 (their setup).
-    assert (s.precision, s.optimizer, s.lora_rank) == ("nf4", "adamw_8bit", 64)
+    # QLoRA (Dettmers et al. 2023, arXiv 2305.14314): NF4 base, paged 8-bit AdamW (HF optim "paged_adamw_8bit");
+    # rank 64 (their setup); their qlora.py casts the LoRA layers to bf16.
+    assert (s.precision, s.optimizer, s.lora_rank, s.adapter_dtype) == ("nf4", "paged_adamw_8bit", 64, "bf16")
     e = estimate(a, Scenario(workload="qlora", context=8, overhead_bytes=0), PRECISIONS)
     tr = 64 * 2 * 1088
     assert e.trainable_params == tr == 139264
-    # bf16 adapters trained directly: no fp32 master; AdamW8bit 2 + 8/256 B: 278528 + 4352.
+    # bf16 adapters trained directly: no fp32 master; 8-bit AdamW 2 + 8/256 B: 278528 + 4352.
     assert e.optimizer_bytes == 2 * tr + tr // 32 == 282880
     assert e.gradient_bytes == 2 * tr
-    assert e.phases[2].parts["optimizer"] == 282880  # fused 8-bit kernel: no step temporaries
+    assert e.phases[2].parts["optimizer"] == 282880  # bitsandbytes updates in place: no step temporaries
     # Adapters are 2 B each on top of the NF4 base: rank 64 vs rank 8 differ by 2 * (139264 - 17408).
     e8 = estimate(a, Scenario(workload="qlora", lora_rank=8, context=8, overhead_bytes=0), PRECISIONS)
     assert e.weights_bytes - e8.weights_bytes == 2 * (tr - 17408)
-    # With a foreach optimizer the step temporaries are bf16 (no master): 1 x 139264 x 2.
+    # adamw (adamw_torch): states zeros_like the bf16 adapters, 2 x 2 B, and one bf16 foreach temporary, 2 B.
     adam = estimate(a, Scenario(workload="qlora", optimizer="adamw", context=8, overhead_bytes=0), PRECISIONS)
-    assert adam.phases[2].parts["optimizer"] == 8 * tr + 2 * tr
+    assert adam.scenario.optimizer == "adamw_torch"
+    assert adam.optimizer_bytes == 4 * tr
+    assert adam.phases[2].parts["optimizer"] == 4 * tr + 2 * tr == 835584
 
 
 # --- full-training phases ------------------------------------------------------------------------
@@ -346,10 +364,12 @@ def test_training_fp32_states() -> None:
 def test_inference_estimate_total_and_default_overhead() -> None:
     a = parse(DENSE)
     e = estimate(a, Scenario(context=8), PRECISIONS)
-    # weights 230016 + KV 128*8 + activations 1216*8 + 1024 + overhead 1 GiB.
-    assert e.phases[0].parts == {"weights": 230016, "kv_cache": 1024, "activations": 10752, "overhead": GIB}
+    # weights 230016 + KV 128*8 + activations 1216*8 + logits 1536 + overhead 1 GiB (no runtime catalog: the
+    # generic DEFAULT_OVERHEAD_BYTES).
+    assert e.phases[0].parts == {"weights": 230016, "kv_cache": 1024, "activations": 11264, "overhead": GIB}
+    assert e.scenario.overhead_bytes == GIB
     assert DEFAULT_OVERHEAD_BYTES == GIB == 2**30
-    assert e.total_bytes == 241792 + GIB
+    assert e.total_bytes == 242304 + GIB
 
 
 # --- tensor parallelism: weights per GPU ----------------------------------------------------------
@@ -387,12 +407,22 @@ def test_resolved_defaults() -> None:
     assert Scenario(precision="q4_k_m").resolved(PRECISIONS).kv_precision == "f16"
     assert Scenario(precision="nf4").resolved(PRECISIONS).kv_precision == "bf16"
     assert Scenario(precision="q4_k_m", kv_precision="q8_0").resolved(PRECISIONS).kv_precision == "q8_0"
+    # No runtime catalog: no runtime, the whole prompt in one pass, the generic 1 GiB overhead.
+    assert (inf.runtime, inf.prefill_chunk, inf.overhead_bytes, inf.recipe, inf.adapter_dtype) == \
+        (None, None, GIB, None, None)
     tr = Scenario(workload="train").resolved(PRECISIONS)
-    assert (tr.optimizer, tr.lora_rank) == ("adamw", None)
+    # Generic training defaults: PyTorch AdamW with its foreach step (HF "adamw_torch"), the mixed recipe.
+    assert (tr.optimizer, tr.lora_rank, tr.recipe, tr.adapter_dtype) == ("adamw_torch", None, "mixed", None)
+    assert Scenario(workload="train", precision="fp32").resolved(PRECISIONS).recipe == "fp32"
+    assert Scenario(workload="train", precision="fp16").resolved(PRECISIONS).recipe == "mixed"
     lora = Scenario(workload="lora").resolved(PRECISIONS)
-    assert (lora.precision, lora.optimizer, lora.lora_rank) == ("bf16", "adamw", 16)
+    # peft keeps adapters in fp32 (LoraConfig autocast_adapter_dtype=True); LoRA has no recipe.
+    assert (lora.precision, lora.optimizer, lora.lora_rank, lora.adapter_dtype, lora.recipe) == \
+        ("bf16", "adamw_torch", 16, "fp32", None)
     q = Scenario(workload="qlora", lora_rank=8, optimizer="sgd").resolved(PRECISIONS)
-    assert (q.lora_rank, q.optimizer) == (8, "sgd")
+    assert (q.lora_rank, q.optimizer, q.adapter_dtype) == (8, "sgd", "bf16")
+    assert Scenario(workload="qlora", adapter_dtype="fp32").resolved(PRECISIONS).adapter_dtype == "fp32"
+    assert Scenario(workload="lora", adapter_dtype="bf16").resolved(PRECISIONS).adapter_dtype == "bf16"
 
 
 @pytest.mark.parametrize("kw", [
@@ -400,6 +430,9 @@ def test_resolved_defaults() -> None:
     {"prefill_chunk": 1}, {"prefill_chunk": 10_000_000}, {"overhead_bytes": 0}, {"overhead_bytes": 1024 * GIB},
     {"workload": "train", "gradient_accumulation": 1_000_000}, {"workload": "train", "precision": "fp32"},
     {"workload": "train", "precision": "fp16"}, {"workload": "train", "zero": 1, "gpus": 2},
+    {"workload": "train", "gpus": 2}, {"workload": "lora", "gpus": 4},  # data parallel without ZeRO
+    {"workload": "train", "recipe": "amp"}, {"workload": "train", "recipe": "pure", "precision": "fp16"},
+    {"workload": "train", "recipe": "fp32", "precision": "fp32"},
     {"workload": "lora", "lora_rank": 1}, {"workload": "lora", "lora_rank": 65_536},
     {"workload": "lora", "precision": "q4_k_m"}, {"workload": "lora", "lora_targets": ("mlp",)},
 ])
@@ -418,7 +451,6 @@ def test_resolved_accepts_the_limits(kw: dict[str, Any]) -> None:
     {"workload": "train", "optimizer": "adam"}, {"workload": "train", "checkpointing": "some"},
     {"workload": "train", "zero": 4, "gpus": 2}, {"zero": 1, "gpus": 2},
     {"workload": "train", "zero": 2, "gpus": 1},           # ZeRO needs more than one GPU
-    {"workload": "train", "gpus": 2},                       # several GPUs need a ZeRO stage
     {"workload": "lora", "lora_rank": 0}, {"workload": "lora", "lora_rank": 65_537},
     {"workload": "lora", "lora_targets": ("embeddings",)}, {"workload": "lora", "lora_targets": ()},
     {"workload": "train", "lora_rank": 8}, {"lora_rank": 8},
@@ -451,14 +483,15 @@ def test_verdict_thresholds() -> None:
     assert verdict(1001, 1000) == NO_FIT
 
 
-# Per-GPU inference totals of DENSE at context 8, batch 1, bf16, no overhead (hand-derived):
-#   n=1: 230016 + KV 1024 + activations 9728 + 1024 = 241792
-#   n=2: 640 + 114688 + KV 512 (1 KV head) + layer peak 2048 + 3*8*80*2 + logits 512 = 122240
-#   n=4: 640 + 57344 + 512 + 2048 + 3*8*40*2 + 256 = 62720
-#   n=8: 640 + 28672 + 512 + 2048 + attention 8*(1 + 2)*8*2 + 8*8*2 + 1024 = 1536 (> MLP 960) + 128 = 33536
-#   n=16 would be 640 + 14336 + 512 + 2048 + 1536 + 64 = 19136, but 8 heads do not split over 16 GPUs.
+# Per-GPU inference totals of DENSE at context 8, batch 1, bf16, no overhead (hand-derived); the last-position
+# logits 256 x (2 + 4) = 1536 B are split over the GPUs (vocab-parallel lm_head):
+#   n=1: 230016 + KV 1024 + activations 9728 + 1536 = 242304
+#   n=2: 640 + 114688 + KV 512 (1 KV head) + layer peak 2048 + 3*8*80*2 + logits 768 = 122496
+#   n=4: 640 + 57344 + 512 + 2048 + 3*8*40*2 + 384 = 62848
+#   n=8: 640 + 28672 + 512 + 2048 + attention 8*(1 + 2)*8*2 + 8*8*2 + 1024 = 1536 (> MLP 960) + 192 = 33600
+#   n=16 would be 640 + 14336 + 512 + 2048 + 1536 + 96 = 19168, but 8 heads do not split over 16 GPUs.
 @pytest.mark.parametrize("usable,n", [
-    (241792, 1), (241791, 2), (122240, 2), (122239, 4), (62720, 4), (62719, 8), (33536, 8), (33535, None),
+    (242304, 1), (242303, 2), (122496, 2), (122495, 4), (62848, 4), (62847, 8), (33600, 8), (33599, None),
 ])
 def test_devices_needed_for_inference(usable: int, n: int | None) -> None:
     assert devices_needed(parse(DENSE), Scenario(context=8, overhead_bytes=0), PRECISIONS, usable) == n
@@ -490,8 +523,8 @@ def test_devices_needed_skips_failing_scenarios() -> None:
 def test_longest_context_binary_search_edge() -> None:
     a = parse(DENSE)
     s = Scenario(overhead_bytes=0, batch=4)  # longest_context always measures one sequence
-    # total(c) = 230016 + KV 128c + activations 1216c + 1024 = 231040 + 1344c.
-    base = 231040
+    # total(c) = 230016 + KV 128c + activations 1216c + logits 1536 = 231552 + 1344c.
+    base = 231552
     assert longest_context(a, s, PRECISIONS, base + 1344 * 100) == 100
     assert longest_context(a, s, PRECISIONS, base + 1344 * 100 + 1343) == 100
     assert longest_context(a, s, PRECISIONS, base + 1344 * 100 - 1) == 99
@@ -506,10 +539,10 @@ def test_longest_context_binary_search_edge() -> None:
 def test_largest_batch_binary_search_edge() -> None:
     a = parse(DENSE)
     s = Scenario(context=8, overhead_bytes=0)
-    # total(b) = 230016 + KV 1024b + activations 9728b + logits 1024b = 230016 + 11776b.
-    assert largest_batch(a, s, PRECISIONS, 230016 + 11776 * 37) == 37
-    assert largest_batch(a, s, PRECISIONS, 230016 + 11776 * 37 - 1) == 36
-    assert largest_batch(a, s, PRECISIONS, 230016 + 11775) == 0
+    # total(b) = 230016 + KV 1024b + activations 9728b + logits 1536b = 230016 + 12288b.
+    assert largest_batch(a, s, PRECISIONS, 230016 + 12288 * 37) == 37
+    assert largest_batch(a, s, PRECISIONS, 230016 + 12288 * 37 - 1) == 36
+    assert largest_batch(a, s, PRECISIONS, 230016 + 12287) == 0
     assert largest_batch(a, s, PRECISIONS, 10**15) == 65_536
     assert largest_batch(a, s, PRECISIONS, 10**15, limit=100) == 100
 
@@ -517,12 +550,12 @@ def test_largest_batch_binary_search_edge() -> None:
 # DENSE in GGUF q8_0 (ggml block_q8_0: 34 bytes per 32 weights; norms F32), context 16, no overhead:
 #   per layer: matrices 40960 * 34/32 = 43520 + norms 128 * 4 = 512 -> 44032; KV per layer 2*2*8*16*2 = 1024.
 #   token_embd 17408 + output 17408 + output_norm 256; KV (f16) 2048 in all.
-#   compute buffer (activations) 1216*16 + 1024 = 20480.
+#   compute buffer (activations) 1216*16 + logits 256*(2 + 4) = 20992.
 @pytest.mark.parametrize("usable,layers,gpu,cpu", [
-    (20480 + 45055, 0, 0, 123136 + 2048),
-    (20480 + 45056, 1, 45056 + 20480, 123136 + 2048 - 45056),
-    (20480 + 2 * 45056 - 1, 1, 45056 + 20480, 80128),
-    (20480 + 2 * 45056, 2, 2 * 45056 + 20480, 123136 + 2048 - 2 * 45056),
+    (20992 + 45055, 0, 0, 123136 + 2048),
+    (20992 + 45056, 1, 45056 + 20992, 123136 + 2048 - 45056),
+    (20992 + 2 * 45056 - 1, 1, 45056 + 20992, 80128),
+    (20992 + 2 * 45056, 2, 2 * 45056 + 20992, 123136 + 2048 - 2 * 45056),
 ])
 def test_gguf_offload_layer_count(usable: int, layers: int, gpu: int, cpu: int) -> None:
     off = gguf_offload(parse(DENSE), Scenario(precision="q8_0", context=16, overhead_bytes=0), PRECISIONS, usable)
@@ -532,13 +565,13 @@ def test_gguf_offload_layer_count(usable: int, layers: int, gpu: int, cpu: int) 
 def test_gguf_offload_rounds_the_per_layer_kv_cache_up() -> None:
     # 3 layers, the first sliding (window 16), context 17: KV elements 2*2*8 x (16 + 17 + 17) = 1600, f16 3200 B,
     # i.e. ceil(3200 / 3) = 1067 B per offloaded layer. Weights per layer 44032 (as above); total weights
-    # 3 * 44032 + 2 * 17408 + 256 = 167168; compute buffer 1216*17 + 1024 = 21696.
+    # 3 * 44032 + 2 * 17408 + 256 = 167168; compute buffer 1216*17 + 1536 = 22208.
     a = parse(DENSE, num_hidden_layers=3, sliding_window=16,
               layer_types=["sliding_attention", "full_attention", "full_attention"])
     s = Scenario(precision="q8_0", context=17, overhead_bytes=0)
-    off = gguf_offload(a, s, PRECISIONS, 21696 + 3 * 45099)
-    assert (off.layers_on_gpu, off.gpu_bytes, off.cpu_bytes) == (3, 21696 + 3 * 45099, 167168 + 3200 - 3 * 45099)
-    assert gguf_offload(a, s, PRECISIONS, 21696 + 3 * 45099 - 1).layers_on_gpu == 2
+    off = gguf_offload(a, s, PRECISIONS, 22208 + 3 * 45099)
+    assert (off.layers_on_gpu, off.gpu_bytes, off.cpu_bytes) == (3, 22208 + 3 * 45099, 167168 + 3200 - 3 * 45099)
+    assert gguf_offload(a, s, PRECISIONS, 22208 + 3 * 45099 - 1).layers_on_gpu == 2
 
 
 @pytest.mark.xfail(strict=True, reason="gguf_offload never places the output matrix on the GPU; llama.cpp "
@@ -618,3 +651,342 @@ def test_rules_of_thumb_round_down_to_whole_bytes() -> None:
 ])
 def test_nominal_bytes_per_parameter(pid: str, nominal: Fraction) -> None:
     assert PRECISIONS.precision(pid).bytes_per_param_nominal == nominal
+
+
+# --- optimizers by Hugging Face name (TrainingArguments.optim) ----------------------------------------
+#
+# PyTorch AdamW (pytorch/pytorch 5c4886908584029761b579af026dcfb627c84070, torch/optim/adam.py L177-L184):
+#   exp_avg and exp_avg_sq = torch.zeros_like(p): two states in the dtype of the values updated (4 B for an fp32
+#   master or fp32 adapters, 2 B for bf16 ones). The foreach step (adamw_torch) allocates
+#   exp_avg_sq_sqrt = torch._foreach_sqrt(exp_avg_sqs) (L782-L799), one parameter-sized list; fused=True
+#   (adamw_torch_fused) runs one kernel without it.
+# bitsandbytes 8-bit Adam (adamw_bnb_8bit, paged_adamw_8bit): uint8 state1 and state2 plus, per 256-value block,
+#   an fp32 absmax for each (bitsandbytes 51294d909e914f80d2f2c85f9e9229dd4386ef85, bitsandbytes/optim/optimizer.py,
+#   Optimizer2State.init_state): 2 + 8/256 B whatever the parameter dtype; updated in place.
+# bitsandbytes Lion32bit (lion_32bit): Optimizer1State with optim_bits=32, state1 = get_state_buffer(p,
+#   dtype=torch.float32): 4 B whatever the parameter dtype; updated in place.
+# torch.optim.SGD with momentum: one momentum_buffer cloned from the gradient (the parameter's dtype); foreach adds
+#   one temporary. Adafactor: factored second moment in the gradient's dtype (see the Adafactor test above).
+# (name, state bytes per parameter for 4-byte values, for 2-byte values, step temporaries), on 2560 parameters
+# (a multiple of 256, so the 8-bit absmax is exact: 2 x 2560 + 2 x 4 x 10 = 5200).
+HF_OPTIMIZERS = [
+    ("adamw_torch_fused", 8 * 2560, 4 * 2560, 0),
+    ("adamw_torch", 8 * 2560, 4 * 2560, 1),
+    ("adamw_bnb_8bit", 5200, 5200, 0),
+    ("paged_adamw_8bit", 5200, 5200, 0),
+    ("adafactor", 0, 0, 1),  # a bare count has no shapes (see the tensor-list case below)
+    ("sgd", 4 * 2560, 2 * 2560, 1),
+    ("lion_32bit", 4 * 2560, 4 * 2560, 0),
+]
+
+
+def test_hf_optimizer_table_covers_every_spec() -> None:
+    assert sorted(name for name, *_ in HF_OPTIMIZERS) == sorted(OPTIMIZER_SPECS)
+
+
+@pytest.mark.parametrize("name,fp32_states,bf16_states,temps", HF_OPTIMIZERS)
+def test_hf_optimizer_states_and_step_temporaries(name: str, fp32_states: int, bf16_states: int, temps: int) -> None:
+    assert optimizer_state_bytes(name, params=2560, param_bytes=4) == fp32_states
+    assert optimizer_state_bytes(name, params=2560) == fp32_states  # param_bytes defaults to 4
+    assert optimizer_state_bytes(name, params=2560, param_bytes=2) == bf16_states
+    # Temporaries are parameter-sized, in the dtype the update runs in.
+    assert step_temporary_bytes(name, 1000, 4) == temps * 4000
+    assert step_temporary_bytes(name, 1000, 2) == temps * 2000
+    # Accepted by a scenario under its own name.
+    assert Scenario(workload="train", optimizer=name).resolved(PRECISIONS).optimizer == name
+
+
+def test_factored_and_momentum_states_follow_the_value_dtype_over_tensors() -> None:
+    tensors = [Tensor("w.weight", "mlp", (10, 20)), Tensor("b.bias", "mlp", (10,))]
+    # Adafactor: rows + columns of the matrix, the whole vector: (10 + 20) + 10 = 40 values.
+    assert optimizer_state_bytes("adafactor", tensors, param_bytes=4) == 160
+    assert optimizer_state_bytes("adafactor", tensors, param_bytes=2) == 80
+    # AdamW over the 210 values, two states; SGD one; Lion always fp32; 8-bit Adam ceil(210 * (2 + 1/32)) = 427.
+    assert optimizer_state_bytes("adamw_torch_fused", tensors, param_bytes=2) == 210 * 4
+    assert optimizer_state_bytes("sgd", tensors, param_bytes=2) == 210 * 2
+    assert optimizer_state_bytes("lion_32bit", tensors, param_bytes=2) == 210 * 4
+    assert optimizer_state_bytes("adamw_bnb_8bit", tensors, param_bytes=2) == 427  # 426.5625 -> 427
+    assert optimizer_state_bytes("adafactor", parse(DENSE).tensors, param_bytes=2) == 3136 * 2  # see above
+
+
+# The ids this project used before, kept as aliases of the HF names.
+@pytest.mark.parametrize("alias,name,states,temps", [
+    ("adamw", "adamw_torch", 8 * 2560, 1),
+    ("adamw_8bit", "adamw_bnb_8bit", 5200, 0),
+    ("lion", "lion_32bit", 4 * 2560, 0),
+])
+def test_optimizer_aliases(alias: str, name: str, states: int, temps: int) -> None:
+    assert OPTIMIZER_ALIASES[alias] == name
+    assert Scenario(workload="train", optimizer=alias).resolved(PRECISIONS).optimizer == name
+    assert optimizer_state_bytes(alias, params=2560, param_bytes=2) == optimizer_state_bytes(name, params=2560,
+                                                                                             param_bytes=2)
+    assert optimizer_state_bytes(alias, params=2560) == states
+    assert step_temporary_bytes(alias, 1000, 4) == temps * 4000
+
+
+def test_optimizer_alias_table_is_complete() -> None:
+    assert set(OPTIMIZER_ALIASES) == {"adamw", "adamw_8bit", "lion"}
+
+
+# --- training recipes ------------------------------------------------------------------------------------
+#
+# amp: Trainer bf16=True over a model loaded in fp32: fp32 weights and gradients (4 + 4), no master, AdamW states
+#   zeros_like(fp32 param) 8 B, the foreach temporary 4 B.
+# mixed: ZeRO's recipe (Rajbhandari et al. 2019, arXiv 1910.02054, section 3.1): 16-bit weights and gradients,
+#   fp32 master 4 B and fp32 states 8 B; the update runs on the fp32 master, so the temporary is 4 B.
+# pure: a bf16 model trained as is: 2 + 2, states zeros_like(bf16 param) 2 x 2 B, temporary 2 B.
+# fp32: 4 + 4, states 8 B, temporary 4 B.
+# (recipe, weights, gradients, master, AdamW states, step temporary) in bytes per parameter.
+RECIPES_BY_HAND = [
+    ("amp", 4, 4, 0, 8, 4),
+    ("mixed", 2, 2, 4, 8, 4),
+    ("pure", 2, 2, 0, 4, 2),
+    ("fp32", 4, 4, 0, 8, 4),
+]
+
+
+@pytest.mark.parametrize("recipe,w,g,master,opt,temp", RECIPES_BY_HAND)
+def test_full_training_states_by_recipe(recipe: str, w: int, g: int, master: int, opt: int, temp: int) -> None:
+    st = full_training_states(1000, "adamw_torch", zero=0, gpus=1, recipe=recipe)
+    assert (st.weights, st.gradients, st.master_weights, st.optimizer, st.step_temporary) == \
+        (w * 1000, g * 1000, master * 1000, opt * 1000, temp * 1000)
+    # ZeRO-3 over 4 GPUs partitions every one of them.
+    z3 = full_training_states(1000, "adamw_torch", zero=3, gpus=4, recipe=recipe)
+    assert (z3.weights, z3.gradients, z3.master_weights, z3.optimizer, z3.step_temporary) == \
+        (w * 250, g * 250, master * 250, opt * 250, temp * 250)
+
+
+def test_full_training_states_default_recipe() -> None:
+    # No recipe: mixed, or fp32 when mixed_precision=False.
+    mixed = full_training_states(1000, "adamw_torch", zero=0, gpus=1)
+    assert (mixed.weights, mixed.master_weights, mixed.optimizer) == (2000, 4000, 8000)
+    fp32 = full_training_states(1000, "adamw_torch", mixed_precision=False, zero=0, gpus=1)
+    assert (fp32.weights, fp32.master_weights, fp32.optimizer) == (4000, 0, 8000)
+    # A pure recipe with Lion keeps bitsandbytes' fp32 momentum: 4 B, and no temporary.
+    lion = full_training_states(1000, "lion_32bit", zero=0, gpus=1, recipe="pure")
+    assert (lion.weights, lion.optimizer, lion.step_temporary) == (2000, 4000, 0)
+
+
+@pytest.mark.parametrize("recipe,w,g,master,opt,temp", RECIPES_BY_HAND)
+def test_training_estimate_by_recipe(recipe: str, w: int, g: int, master: int, opt: int, temp: int) -> None:
+    precision = "fp32" if recipe == "fp32" else "bf16"
+    e = estimate(parse(DENSE), Scenario(workload="train", precision=precision, recipe=recipe, context=8,
+                                        overhead_bytes=0), PRECISIONS)
+    assert e.scenario.recipe == recipe
+    assert (e.weights_bytes, e.gradient_bytes, e.optimizer_bytes) == (w * P, g * P, (master + opt) * P)
+    assert e.weights_by_type == {"bf16" if w == 2 else "f32": w * P}
+    step = e.phases[2]
+    assert step.parts == {"weights": w * P, "optimizer": (master + opt + temp) * P, "gradients": g * P,
+                          "activations": 0, "overhead": 0}
+
+
+def test_fp16_training_recipes() -> None:
+    # fp16 weights: mixed stores 2-byte fp16 weights; pure keeps the AdamW states in fp16 (zeros_like).
+    e = estimate(parse(DENSE), Scenario(workload="train", precision="fp16", recipe="pure", context=8,
+                                        overhead_bytes=0), PRECISIONS)
+    assert (e.weights_bytes, e.optimizer_bytes) == (2 * P, 4 * P)
+    assert e.weights_by_type == {"f16": 2 * P}
+
+
+# --- data parallelism without ZeRO --------------------------------------------------------------------
+
+def test_data_parallel_without_zero_keeps_the_full_states_per_gpu() -> None:
+    # Plain DDP: every GPU holds the whole model, its gradients and optimizer states and runs its own micro-batch,
+    # so the per-GPU figures are those of one GPU: step 2P + 12P + 4P + 2P = 20P (test above).
+    e = estimate(parse(DENSE), Scenario(workload="train", gpus=4, context=8, overhead_bytes=0), PRECISIONS)
+    assert (e.scenario.gpus, e.scenario.zero, e.scenario.recipe) == (4, 0, "mixed")
+    assert (e.weights_bytes, e.gradient_bytes, e.optimizer_bytes) == (2 * P, 2 * P, 12 * P)
+    assert e.activation_bytes == 7104 * 8
+    assert e.total_bytes == 20 * P == 2300160
+    assert any("Data parallelism over 4 GPUs" in x for x in e.assumptions)
+    # LoRA likewise: the single-GPU figures of test_lora_estimate_states_and_phases.
+    lora = estimate(parse(DENSE), Scenario(workload="lora", gpus=2, context=8, overhead_bytes=0), PRECISIONS)
+    assert (lora.weights_bytes, lora.gradient_bytes, lora.optimizer_bytes) == (369280, 139264, 278528)
+    assert lora.total_bytes == 926336
+
+
+# --- LoRA adapter dtype -----------------------------------------------------------------------------
+#
+# MOE, rank 4 on attention (q (64, 64), k (16, 64), v (16, 64), o (64, 64)) and the stacked experts (gate and up
+# (4, 32, 64), down (4, 64, 32)): per layer 4 x (128 + 80 + 80 + 128) = 1664 attention + 4 experts x 4 x 3 x 96
+# = 4608 expert adapter parameters; 2 layers: trainable 2 x 6272 = 12544. Base bf16 2 x 103232 = 206464.
+# Saved per layer, T = 8 tokens (peft layer.py L1049-L1074: lora_A saves x cast to the adapter dtype, lora_B the
+# rank-r projection), expert rows T x top-k = 16 (each routed token passes through 2 experts' adapters):
+#   fp32 adapters: input copies 8 x 64 x 4 x 4 matrices = 8192, projections 4 x 8 x 4 x 4 = 512;
+#                  experts 16 x (64 + 64 + 32) x 4 = 10240 and 3 x 16 x 4 x 4 = 768 -> 19712.
+#   bf16 adapters (the activation dtype): no copy, projections 4 x 8 x 4 x 2 + 3 x 16 x 4 x 2 = 256 + 384 = 640.
+# The base layer saves 1648 per token (tests/test_rules_memory.py, 52736 for T = 32): 13184 at T = 8; outside
+# the layers 2*8*64*2 + 8*256*10 = 22528.
+
+def test_lora_saved_bytes_by_adapter_dtype() -> None:
+    moe = parse(MOE)
+    groups = ("attention", "mlp", "experts")
+    assert lora_saved_bytes(moe, 4, groups, 8, 4) == 8192 + 512 + 10240 + 768 == 19712
+    assert lora_saved_bytes(moe, 4, groups, 8, 2) == 640
+    # Experts alone, top-2 and top-3: rows 16 and 24.
+    assert lora_saved_bytes(moe, 4, ("experts",), 8, 4) == 10240 + 768 == 11008
+    assert lora_saved_bytes(parse(MOE, num_experts_per_tok=3), 4, ("experts",), 8, 4) == \
+        24 * 160 * 4 + 3 * 24 * 4 * 4 == 16512
+    # The copy is skipped when the adapters are in the activation dtype: fp32 adapters over fp32 activations.
+    assert lora_saved_bytes(moe, 4, groups, 8, 4, a=4) == 4 * 8 * 4 * 4 + 3 * 16 * 4 * 4 == 1280
+    # DENSE, rank 16, T = 8 (as in test_lora_estimate_states_and_phases): 17408 + 3584 fp32, 7 x 8 x 16 x 2 bf16.
+    assert lora_saved_bytes(parse(DENSE), 16, groups, 8, 4) == 20992
+    assert lora_saved_bytes(parse(DENSE), 16, groups, 8, 2) == 1792
+
+
+def test_lora_saved_bytes_takes_the_largest_layer() -> None:
+    ds = parse(DEEPSEEK)
+    # DeepSeek, rank 4, T = 8, fp32. MLP only: layer 0 (dense: gate, up d_in 64, down d_in 96) 8 x 224 x 4 = 7168
+    # + 3 x 8 x 4 x 4 = 384 -> 7552; layer 1 (shared expert: three d_in 64) 8 x 192 x 4 + 384 = 6528. Layer 0 wins.
+    assert lora_saved_bytes(ds, 4, ("mlp",), 8, 4) == 7552
+    # Everything: attention per layer (q d_in 64, kv_a 64, kv_b 16, o 64) 8 x 208 x 4 + 4 x 8 x 4 x 4 = 7168;
+    # layer 0 7168 + 7552 = 14720; layer 1 7168 + 6528 + routed experts (rows 16: d_in 64, 64, 16)
+    # 16 x 144 x 4 + 3 x 16 x 4 x 4 = 9984 -> 23680. Layer 1 wins.
+    assert lora_saved_bytes(ds, 4, ("attention", "mlp", "experts"), 8, 4) == 23680
+
+
+@pytest.mark.parametrize("dtype,ab,extra", [("fp32", 4, 19712), ("bf16", 2, 640)])
+def test_lora_estimate_by_adapter_dtype(dtype: str, ab: int, extra: int) -> None:
+    tr = 12544
+    e = estimate(parse(MOE), Scenario(workload="lora", lora_rank=4, adapter_dtype=dtype, context=8,
+                                      overhead_bytes=0), PRECISIONS)
+    assert e.trainable_params == tr
+    assert e.weights_bytes == 206464 + ab * tr
+    assert e.gradient_bytes == ab * tr
+    assert e.optimizer_bytes == 2 * ab * tr  # adamw_torch: zeros_like(adapter) x 2, no master copy
+    assert e.activation_bytes == 2 * (13184 + extra) + 22528
+    fwd, bwd, step = e.phases
+    assert fwd.total == 206464 + ab * tr + 2 * ab * tr + 2 * (13184 + extra) + 22528
+    # One foreach temporary in the adapters' dtype.
+    assert step.parts["optimizer"] == 2 * ab * tr + ab * tr
+    assert step.total == 206464 + ab * tr + 3 * ab * tr + ab * tr
+    # The walk never beats its start here (after layer 1: ab*tr/2 + 13184 + extra + 2048 < all activations).
+    assert (bwd.parts["gradients"], bwd.parts["activations"]) == (0, 2 * (13184 + extra) + 22528)
+
+
+# --- full training: amp's autocast copies and a tied embedding's gradient sum ------------------------------
+#
+# DENSE with tie_word_embeddings: P = 115008 - 16384 = 98624 (41088 per layer, embedding 16384 + output_norm 64
+# outside). Recipe amp, adamw_torch: weights 4P = 394496, gradients 4P = 394496 (4 x 41088 = 164352 per layer,
+# 4 x 16448 = 65792 outside), AdamW states 8P = 788992, foreach temporary 4P = 394496.
+# autocast keeps a 16-bit copy (2 B) of every weight a matmul uses: per layer q 4096 + k 1024 + v 1024 + o 4096
+# + gate, up, down 3 x 10240 = 40960 -> 81920 B; the output head (the tied embedding) 256 x 64 -> 32768 B.
+# Without checkpointing each layer saves its copies for backward (added to its saved activations); with full
+# checkpointing the forward pass holds all of them (2 x 81920 + 32768 = 196608) and the backward's recomputation
+# of one layer makes that layer's copies again (81920 on top of its workspace).
+# The tied matrix gets a gradient from the head and one from the embedding lookup; autograd sums them into a new
+# tensor at the end of backward: 4 B x 256 x 64 = 65536 on top of all the gradients.
+# Backward walk steps keep 2*T*h*2 of working activations (2048 at T = 8, 16384 at T = 64, 65536 at T = 256).
+
+def tied_amp(context: int, checkpointing: str) -> Any:
+    return estimate(parse(DENSE, tie_word_embeddings=True),
+                    Scenario(workload="train", recipe="amp", context=context, checkpointing=checkpointing,
+                             overhead_bytes=0), PRECISIONS)
+
+
+def test_amp_tied_no_checkpointing_small_batch_ends_backward_with_the_gradient_sum() -> None:
+    e = tied_amp(8, "none")
+    assert (e.params, e.weights_bytes, e.gradient_bytes, e.optimizer_bytes) == (98624, 394496, 394496, 788992)
+    # Per layer 2144*8 + 81920 = 99072; outside 22528; all 220672, plus the head's copy 32768 in forward.
+    assert e.activation_bytes == 220672
+    fwd, bwd, step = e.phases
+    assert fwd.parts == {"weights": 394496, "optimizer": 788992, "gradients": 0, "activations": 253440,
+                         "overhead": 0}
+    # Walk: start 65792 + 253440 = 319232; after layer 1 230144 + 99072 + 2048 = 331264; after layer 0
+    # 394496 + 2048 = 396544; the end, all gradients plus the tied sum 394496 + 65536 = 460032, is the largest.
+    assert bwd.parts == {"weights": 394496, "optimizer": 788992, "gradients": 460032, "activations": 0,
+                         "overhead": 0}
+    assert step.parts == {"weights": 394496, "optimizer": 788992 + 394496, "gradients": 394496,
+                          "activations": 0, "overhead": 0}
+    assert e.total_bytes == step.total == 1972480
+
+
+def test_amp_tied_no_checkpointing_large_batch_peaks_at_the_start_of_backward() -> None:
+    e = tied_amp(64, "none")
+    # T = 64: per layer 2144*64 + 81920 = 219136; outside 2*64*64*2 + 64*256*10 = 180224; forward
+    # 2*219136 + 180224 + 32768 = 651264.
+    fwd, bwd, _ = e.phases
+    assert fwd.parts["activations"] == 651264 and fwd.total == 394496 + 788992 + 651264
+    # Walk: start 65792 + 651264 = 717056 beats after layer 1 (230144 + 219136 + 16384 = 465664), after layer 0
+    # (394496 + 16384) and the end (460032).
+    assert (bwd.parts["gradients"], bwd.parts["activations"]) == (65792, 651264)
+    assert bwd.total == 394496 + 788992 + 65792 + 651264 == 1900544
+
+
+def test_amp_tied_full_checkpointing() -> None:
+    small = tied_amp(64, "full")
+    # T = 64: each layer keeps its input 64*64*2 = 8192; the workspace (one layer rebuilt) 2144*64 = 137216;
+    # outside 180224. Forward: 2*8192 + 180224 + all autocast copies 196608 = 393216.
+    fwd, bwd, _ = small.phases
+    assert fwd.parts["activations"] == 393216
+    # Walk: start 65792 + (16384 + 180224 + 32768) = 295168; after layer 0 394496 + 16384 = 410880; the end
+    # 460032 wins.
+    assert (bwd.parts["gradients"], bwd.parts["activations"]) == (460032, 0)
+    large = tied_amp(256, "full")
+    # T = 256: inputs 2 x 32768, outside 2*256*64*2 + 256*2560 = 720896, head copy 32768: start 819200 + 65792
+    # = 884992 beats the end (460032); the workspace is one layer rebuilt, 2144*256 = 548864, with its autocast
+    # copies 81920.
+    fwd, bwd, _ = large.phases
+    assert fwd.parts["activations"] == 65536 + 720896 + 196608
+    assert (bwd.parts["gradients"], bwd.parts["activations"]) == (65792, 819200 + 548864 + 81920)
+    assert bwd.total == 394496 + 788992 + 65792 + 1449984 == 2699264
+
+
+def test_mixed_recipe_makes_no_autocast_copies_and_sums_tied_gradients_in_16_bit() -> None:
+    # Mixed, tied, T = 8: weights 2P = 197248, gradients 197248 (82176 per layer, 32896 outside), master + states
+    # 12P = 1183488; activations 2*17152 + 22528 = 56832, no copies.
+    e = estimate(parse(DENSE, tie_word_embeddings=True),
+                 Scenario(workload="train", context=8, overhead_bytes=0), PRECISIONS)
+    fwd, bwd, _ = e.phases
+    assert fwd.parts["activations"] == 56832
+    # Walk: after layer 0 197248 + 2048 = 199296 < the end 197248 + 2 x 256 x 64 = 230016.
+    assert (bwd.parts["gradients"], bwd.parts["activations"]) == (230016, 0)
+    # Untied, the same walk ends at all gradients + 2048 (test_training_phases_small_batch_peaks_at_the_step).
+    # ZeRO-2 over 2 GPUs partitions the sum with the gradients: 98624 + 16384 = 115008 > 98624 + 2048.
+    z2 = estimate(parse(DENSE, tie_word_embeddings=True),
+                  Scenario(workload="train", context=8, zero=2, gpus=2, overhead_bytes=0), PRECISIONS)
+    assert (z2.phases[1].parts["gradients"], z2.phases[1].parts["activations"]) == (115008, 0)
+
+
+# --- scenario validation of the new fields ---------------------------------------------------------------
+
+@pytest.mark.parametrize("kw", [
+    {"workload": "train", "recipe": "bogus"},
+    {"workload": "train", "recipe": "fp32"},                        # fp32 recipe needs fp32 weights
+    {"workload": "train", "precision": "fp32", "recipe": "amp"},
+    {"workload": "train", "precision": "fp32", "recipe": "mixed"},
+    {"workload": "train", "precision": "fp32", "recipe": "pure"},
+    {"recipe": "mixed"}, {"workload": "lora", "recipe": "amp"}, {"workload": "qlora", "recipe": "pure"},
+    {"workload": "lora", "adapter_dtype": "fp16"}, {"workload": "qlora", "adapter_dtype": "int8"},
+    {"adapter_dtype": "fp32"}, {"workload": "train", "adapter_dtype": "bf16"},
+    {"runtime": "vllm"}, {"runtime": "transformers"}, {"workload": "train", "runtime": "deepspeed"},
+])
+def test_resolved_rejects_recipe_adapter_and_runtime(kw: dict[str, Any]) -> None:
+    # PRECISIONS carries no runtime profiles, so no runtime name is known.
+    with pytest.raises(ScenarioError):
+        Scenario(**kw).resolved(PRECISIONS)
+
+
+def test_runtime_needs_a_runtime_catalog() -> None:
+    bare = replace(PRECISIONS, runtimes={})
+    with pytest.raises(ScenarioError, match="no runtime catalog"):
+        Scenario(runtime="vllm").resolved(bare)
+    # With a catalog holding vLLM the same scenario resolves to it.
+    rt = parse_runtime_catalog({"runtimes": {"vllm": {
+        "label": "vLLM", "workloads": ["inference"], "formats": ["float"], "prefill_chunk": 8192,
+        "kv_cache": {"default_type": "bf16", "block_tokens": 16}, "overhead_gib": 1}}})
+    with_rt = replace(PRECISIONS, runtimes=rt)
+    s = Scenario(runtime="vllm").resolved(with_rt)
+    assert (s.runtime, s.prefill_chunk) == ("vllm", 8192)
+
+
+def test_to_dict_reports_the_new_fields() -> None:
+    a = parse(DENSE)
+    inf = estimate(a, Scenario(context=8, prefill_chunk=4, all_logits=True), PRECISIONS).to_dict()
+    assert (inf["runtime"], inf["recipe"], inf["adapter_dtype"], inf["prefill_chunk"], inf["all_logits"]) == \
+        (None, None, None, 4, True)
+    tr = estimate(a, Scenario(workload="train", recipe="pure", context=8), PRECISIONS).to_dict()
+    assert (tr["recipe"], tr["adapter_dtype"], tr["prefill_chunk"], tr["all_logits"], tr["optimizer"]) == \
+        ("pure", None, None, None, "adamw_torch")
+    lo = estimate(a, Scenario(workload="lora", adapter_dtype="bf16", context=8), PRECISIONS).to_dict()
+    assert (lo["recipe"], lo["adapter_dtype"]) == (None, "bf16")

@@ -48,7 +48,8 @@ def check(data_dir: Path) -> None:
     except Exception as exc:  # never a traceback, whatever the input
         raise LLMMemoryError(f"internal error while checking {data_dir}: {type(exc).__name__}: {exc}") from None
     click.echo(f"{len(catalog.models)} models, {len(catalog.gpus)} GPUs, "
-               f"{len(catalog.precisions.catalog.precisions)} precisions, {len(catalog.workloads)} workloads: OK")
+               f"{len(catalog.precisions.catalog.precisions)} precisions, {len(catalog.precisions.catalog.runtimes)} "
+               f"runtimes, {len(catalog.workloads)} workloads: OK")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Read and validate the whole catalog under data/, collecting every problem before failing.
 
-Layout: data/models/ORG--NAME.yaml, data/gpus/ID.yaml, data/precisions.yaml, data/workloads.yaml.
+Layout: data/models/ORG--NAME.yaml, data/gpus/ID.yaml, data/precisions.yaml, data/runtimes.yaml,
+data/workloads.yaml.
 In data/models and data/gpus, dotfiles and Markdown files (README.md) are ignored; any other file
 that is not ``.yaml`` (a ``.yml``, a ``.json``, a folder) is reported, so nothing is silently skipped.
 """
@@ -8,9 +9,11 @@ that is not ``.yaml`` (a ``.yml``, a ``.json``, a folder) is reported, so nothin
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import re
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
@@ -19,7 +22,10 @@ from pydantic import BaseModel, ValidationError
 
 from ..estimate.architecture import Architecture, ConfigError, ParamCounts, count_parameters, parse_architecture
 from ..estimate.precision import CONDITIONS, PrecisionCatalog, PrecisionError, parse_precision_catalog
-from .schema import GPU_ID, MODEL_ID, GpuFile, ModelFile, PrecisionsFile, Workload, WorkloadsFile
+from ..estimate.runtime import Runtime, parse_runtime_catalog
+from .schema import (
+    GPU_ID, MODEL_ID, GpuFile, ModelFile, PrecisionsFile, RuntimesFile, TraceFile, Workload, WorkloadsFile,
+)
 from .yamlsafe import DataPath, Document, Problem, YamlProblem, read_yaml
 
 SCHEMA_LINE = "# yaml-language-server: $schema={}"
@@ -82,6 +88,7 @@ class Catalog:
     gpus: dict[str, Gpu]
     precisions: Precisions
     workloads: list[Workload]
+    traces: list[Trace] = field(default_factory=list)
 
 
 def display_path(path: Path) -> str:
@@ -397,10 +404,73 @@ class _Loader:
                 self.report.at(path, doc, (*here, "kv_precision"),
                                f"kv_precision {w.kv_precision!r} is not one of the kv_cache_types in "
                                f"precisions.yaml: {', '.join(precisions.catalog.kv_types)}")
+            if w.runtime is not None and w.runtime not in precisions.catalog.runtimes:
+                self.report.at(path, doc, (*here, "runtime"),
+                               f"runtime {w.runtime!r} is not defined in runtimes.yaml")
+            elif w.runtime is not None and w.workload not in precisions.catalog.runtimes[w.runtime].workloads:
+                self.report.at(path, doc, (*here, "runtime"),
+                               f"runtime {w.runtime!r} does not run {w.workload} workloads")
             if w.precision is not None and w.precision not in precisions.catalog.precisions:
                 self.report.at(path, doc, (*here, "precision"),
                                f"precision {w.precision!r} is not defined in precisions.yaml")
         return wf.workloads
+
+
+def _runtimes(loader: _Loader, precisions: Precisions | None) -> dict[str, Runtime]:
+    path = loader.dir / "runtimes.yaml"
+    doc, rf = loader.read(path, "../schemas/runtimes.schema.json", RuntimesFile)
+    if doc is None or rf is None:
+        return {}
+    for rid, profile in rf.runtimes.items():
+        if precisions is not None and profile.kv_cache.default_type not in precisions.catalog.kv_types:
+            loader.report.at(path, doc, ("runtimes", rid, "kv_cache", "default_type"),
+                             f"kv_cache.default_type {profile.kv_cache.default_type!r} is not one of the "
+                             f"kv_cache_types in precisions.yaml: {', '.join(precisions.catalog.kv_types)}")
+        training = [w for w in profile.workloads if w != "inference"]
+        if training and profile.training is None:
+            loader.report.at(path, doc, ("runtimes", rid, "workloads"),
+                             f"runtime {rid!r} runs {', '.join(training)} but has no training: defaults")
+    return parse_runtime_catalog(doc.data)
+
+
+@dataclass(frozen=True)
+class Trace:
+    file: TraceFile
+    path: Path
+
+
+def config_sha256(config: Any) -> str:
+    """SHA-256 of a config's canonical JSON (sorted keys, no spaces), as `llm-memory trace` records it."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _traces(loader: _Loader, models: dict[str, Model]) -> list[Trace]:
+    """data/traces/*.yaml (optional): each names a catalog model whose architecture it was traced with."""
+    folder = loader.dir / "traces"
+    if not folder.is_dir():
+        return []
+    out = []
+    for path in loader.files(folder):
+        doc, tf = loader.read(path, "../../schemas/trace.schema.json", TraceFile)
+        if doc is None or tf is None:
+            continue
+        if tf.model is None:
+            loader.report.at(path, doc, ("model",), "a committed trace must name the catalog model it traced")
+            continue
+        model = models.get(tf.model)
+        if model is None:
+            loader.report.at(path, doc, ("model",), f"model {tf.model!r} is not in the catalog")
+            continue
+        block: BaseModel = model.file.architecture
+        current = config_sha256(block.model_dump(exclude_unset=True))
+        if tf.config_sha256 != current:
+            loader.report.at(path, doc, ("config_sha256",),
+                             f"config_sha256 does not match {display_path(model.path)}'s architecture: the "
+                             "model changed since this trace; rerun llm-memory trace")
+            continue
+        out.append(Trace(tf, path))
+    return out
 
 
 def load_catalog(data_dir: Path) -> Catalog:
@@ -411,8 +481,12 @@ def load_catalog(data_dir: Path) -> Catalog:
     models = loader.models()
     gpus = loader.gpus()
     precisions = loader.precisions()
+    runtimes = _runtimes(loader, precisions)
+    if precisions is not None:
+        precisions = replace(precisions, catalog=replace(precisions.catalog, runtimes=runtimes))
     workloads = loader.workloads(precisions)
+    traces = _traces(loader, models)
     if loader.report.problems or precisions is None:
         raise CatalogError(loader.report.problems)
-    return Catalog(models=models, gpus=gpus, precisions=precisions, workloads=workloads)
+    return Catalog(models=models, gpus=gpus, precisions=precisions, workloads=workloads, traces=traces)
 

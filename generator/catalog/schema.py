@@ -266,6 +266,97 @@ class PrecisionsFile(Strict):
 
 
 # --------------------------------------------------------------------------------------------------
+# Runtimes
+
+RuntimeId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=40)]
+Source = Annotated[str, StringConstraints(min_length=1, max_length=600)]
+WorkloadKind = Literal["inference", "train", "lora", "qlora"]
+Family = Literal["float", "gguf", "bitsandbytes", "gptq", "fp8", "mxfp4"]
+
+
+class KvCacheProfile(Strict):
+    default_type: Slug
+    block_tokens: Annotated[int, Field(gt=0, le=65_536)] = 1
+    sliding_window_prefill: Literal["window", "prompt"] = "window"
+    source: Source | None = None
+
+
+class TrainingProfile(Strict):
+    default_optimizer: Literal["adamw_torch_fused", "adamw_torch", "adamw_bnb_8bit", "paged_adamw_8bit",
+                               "adafactor", "sgd", "lion_32bit"]
+    default_recipe: Literal["amp", "mixed", "pure", "fp32"]
+    zero: bool = False
+    source: Source
+
+
+class RuntimeProfile(Strict):
+    label: Text
+    description: Annotated[str, StringConstraints(min_length=1, max_length=600)]
+    workloads: Annotated[list[WorkloadKind], Field(min_length=1)]
+    formats: Annotated[list[Family], Field(min_length=1)]
+    prefill_chunk: Annotated[int, Field(gt=0, le=10**7)] | None = None
+    prefill_source: Source | None = None
+    kv_cache: KvCacheProfile
+    memory_fraction: Annotated[float, Field(gt=0, le=1)] = 1
+    memory_fraction_source: Source | None = None
+    overhead_gib: Annotated[float, Field(ge=0, le=64)]
+    overhead_source: Source | None = None
+    training: TrainingProfile | None = None
+
+
+class RuntimesFile(Strict):
+    """data/runtimes.yaml: how each runtime prefills, caches and trains."""
+
+    sources: dict[Slug, Url] = {}
+    runtimes: Annotated[dict[RuntimeId, RuntimeProfile], Field(min_length=1)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Traces (llm-memory trace records)
+
+Bytes = Annotated[int, Field(ge=0, lt=2**50)]
+
+
+class TraceConditions(Strict):
+    workload: Literal["inference", "train", "lora"]
+    context: Annotated[int, Field(gt=0, le=2**21)]
+    batch: Annotated[int, Field(gt=0, le=4096)]
+    attention: Literal["sdpa", "eager"]
+    dtype: Literal["bf16", "fp16", "fp32"] | None = None
+    all_logits: bool | None = None
+    recipe: Literal["amp", "pure", "fp32"] | None = None
+    optimizer: Literal["adamw_torch_fused", "adamw_torch", "sgd", "adafactor"] | None = None
+    checkpointing: Literal["none", "full"] | None = None
+    lora_rank: Annotated[int, Field(gt=0, le=4096)] | None = None
+    lora_alpha: Annotated[int, Field(gt=0, le=1_000_000)] | None = None
+    lora_dropout: Annotated[float, Field(ge=0, le=1)] | None = None
+    lora_targets: list[Literal["attention", "mlp", "experts"]] | None = None
+    adapter_dtype: Literal["fp32", "bf16"] | None = None
+    steps: Annotated[int, Field(gt=0, le=10)] | None = None
+
+
+class TraceFile(Strict):
+    """data/traces/*.yaml: PyTorch's own peak of one model and workload (written by llm-memory trace)."""
+
+    model: ModelId | None = None
+    model_type: Slug
+    config_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    conditions: TraceConditions
+    lora_modules: list[Annotated[str, StringConstraints(max_length=80)]] | None = None
+    parameters: Bytes
+    trainable_parameters: Bytes
+    peak_bytes: Bytes
+    crosscheck_peak_bytes: Bytes
+    peak_phase: Annotated[str, StringConstraints(max_length=80)]
+    peak_module: Annotated[str, StringConstraints(max_length=200)] = ""
+    by_category: dict[Slug, Bytes]
+    step_peak_bytes: list[Bytes] | None = None
+    versions: dict[Slug, Annotated[str, StringConstraints(max_length=60)]]
+    method: Annotated[str, StringConstraints(max_length=2000)]
+    notes: list[Annotated[str, StringConstraints(max_length=2000)]] = []
+
+
+# --------------------------------------------------------------------------------------------------
 # Workloads
 
 
@@ -278,7 +369,11 @@ class Workload(Strict):
     context_cap: bool = False
     batch: Annotated[int, Field(gt=0, le=4096)] = 1
     kv_precision: Slug = "bf16"
-    optimizer: Literal["adamw", "adamw_8bit", "sgd", "adafactor", "lion"] = "adamw"
+    optimizer: Literal["adamw_torch_fused", "adamw_torch", "adamw_bnb_8bit", "paged_adamw_8bit", "adafactor", "sgd",
+                       "lion_32bit", "adamw", "adamw_8bit", "lion"] | None = None
+    runtime: RuntimeId | None = None
+    recipe: Literal["amp", "mixed", "pure", "fp32"] | None = None
+    adapter_dtype: Literal["fp32", "bf16"] | None = None
     checkpointing: Literal["none", "selective", "full"] = "none"
     zero: Annotated[int, Field(ge=0, le=3)] = 0
     gpus: Annotated[int, Field(gt=0, le=4096)] = 1
@@ -295,6 +390,7 @@ class WorkloadsFile(Strict):
 
 SCHEMAS: dict[str, type[BaseModel]] = {
     "model": ModelFile, "gpu": GpuFile, "precisions": PrecisionsFile, "workloads": WorkloadsFile,
+    "runtimes": RuntimesFile, "trace": TraceFile,
 }
 
 

@@ -25,6 +25,10 @@ def verdict(total_bytes: int, usable_bytes: int) -> str:
     return FITS
 
 
+def _fits(est: Estimate, usable_bytes: int) -> bool:
+    return est.total_bytes <= est.budget(usable_bytes)
+
+
 def _splittable(arch: Architecture, n: int) -> bool:
     """Tensor parallelism needs the attention heads to divide evenly (vLLM's rule)."""
     return arch.num_heads % n == 0
@@ -41,7 +45,8 @@ def devices_needed(arch: Architecture, scenario: Scenario, catalog: PrecisionCat
         else:
             s = replace(scenario, gpus=n, zero=(scenario.zero or 3) if n > 1 else 0)
         try:
-            if estimate(arch, s, catalog).total_bytes <= usable_bytes:
+            est = estimate(arch, s, catalog)
+            if est.total_bytes <= est.budget(usable_bytes):
                 return n
         except ScenarioError:
             continue
@@ -65,13 +70,13 @@ def longest_context(arch: Architecture, scenario: Scenario, catalog: PrecisionCa
     """Longest context at batch 1 that fits (0 if none), capped at the model's maximum."""
     cap = arch.max_context or 1_048_576
     base = replace(scenario, batch=1)
-    return max(0, _largest(1, cap, lambda c: estimate(arch, replace(base, context=c), catalog).total_bytes <= usable_bytes))
+    return max(0, _largest(1, cap, lambda c: _fits(estimate(arch, replace(base, context=c), catalog), usable_bytes)))
 
 
 def largest_batch(arch: Architecture, scenario: Scenario, catalog: PrecisionCatalog, usable_bytes: int,
                   limit: int = 65_536) -> int:
     """Largest batch (concurrent sequences) at the scenario's context that fits (0 if none)."""
-    return max(0, _largest(1, limit, lambda b: estimate(arch, replace(scenario, batch=b), catalog).total_bytes <= usable_bytes))
+    return max(0, _largest(1, limit, lambda b: _fits(estimate(arch, replace(scenario, batch=b), catalog), usable_bytes)))
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,17 @@ class InferenceActivations:
         return self.layer_peak + self.logits
 
 
+# Eager attention in PyTorch: softmax(scores, dim=-1, dtype=torch.float32) first converts 16-bit bf16 scores
+# to a float32 copy and then writes float32 probabilities, so 2 + 4 + 4 bytes per score are live at once;
+# for fp16 on CUDA the kernel reads half and writes float (half_to_float), so 2 + 4 and then the cast back
+# 2 more. transformers' eager_attention_forward (modeling_llama.py, v5.24.0, L180-L202) then casts back with
+# .to(query.dtype).
+EAGER_SCORE_BYTES = {"bf16": 10, "fp16": 8, "fp32": 8}
+
+
 def inference_activations(arch: Architecture, context: int, batch: int, *, flash_attention: bool = True,
                           all_logits: bool = False, tp: int = 1, prefill_chunk: int | None = None,
-                          a: int = ACT_BYTES) -> InferenceActivations:
+                          a: int = ACT_BYTES, compute_dtype: str = "bf16") -> InferenceActivations:
     """Peak transient memory of a prefill of `batch` sequences of `context` tokens.
 
     Without `prefill_chunk` the whole prompt goes through in one pass (Hugging Face transformers'
@@ -58,12 +66,16 @@ def inference_activations(arch: Architecture, context: int, batch: int, *, flash
     `context` keys.
 
     Layers run one after another and free their buffers, so the peak is one layer's working set:
-    the residual stream and its normalised copy, plus the larger of the attention phase (q, k, v,
-    the attention output and, without flash attention, the batch x heads x s^2 score matrix in the
-    activation dtype plus its fp32 softmax) and the MLP phase (gate, up and their product for a gated
-    MLP; for MoE the routed tokens' expert intermediates, as a fused-MoE kernel allocates them).
+    the residual stream and its normalised copy, plus the larger of the attention phase and the MLP phase.
+    Attention: q, k, v, the attention output and the output projection; without flash attention also the
+    batch x heads x tokens x context scores at their softmax peak (EAGER_SCORE_BYTES), the 16-bit 4-D
+    causal mask, and GQA's repeat_kv copies of k and v. MLP: gate, up and their product for a gated MLP;
+    for MoE the fp32 router logits and, per routed token (tokens x top-k), transformers' grouped_mm path
+    (integrations/moe.py, v5.24.0, L424-L537): the gathered input (h) with the gate_up output (2I), act(gate)
+    (I) and their product (I), or later the down output, its weighted and its un-permuted copies (4h).
     Attention and MLP intermediates are split across `tp` GPUs; the residual stream is not.
-    Logits: vocab x tokens x 4 bytes when every position's logits are kept, else vocab x batch x 4.
+    Logits: the lm_head output in the activation dtype for every position when all are kept (scoring),
+    else for the last position plus generate's float32 copy of it (generation/utils.py, v5.24.0, L3246).
     """
     t = context * batch if prefill_chunk is None else min(context * batch, prefill_chunk)
     h, hd = arch.hidden_size, arch.head_dim
@@ -75,18 +87,21 @@ def inference_activations(arch: Architecture, context: int, batch: int, *, flash
     scores = 0
     if not flash_attention:
         # Sliding-window layers still materialise the full s x s matrix in eager attention.
-        scores = heads * t * context * (a + 4)
+        scores = heads * t * context * EAGER_SCORE_BYTES[compute_dtype]
+        scores += t * context * a  # the 4-D float causal mask, shared by the heads
+        if kvh < heads:
+            scores += 2 * t * heads * hd * a  # repeat_kv copies of k and v
     attn_phase = qkv + attn_out + scores + t * h * a
     inter = math.ceil(arch.intermediate_size / tp)
     if arch.is_moe:
         routed = t * arch.experts_per_token
-        mlp_phase = routed * (3 * inter + h) * a + t * arch.num_experts * 4
+        mlp_phase = routed * max(h + 4 * inter, 4 * h) * a + t * arch.num_experts * 4
         if arch.shared_expert_intermediate:
             mlp_phase += 3 * t * math.ceil(arch.shared_expert_intermediate / tp) * a
     else:
         mlp_phase = (3 if arch.gated_mlp else 2) * t * inter * a
-    logit_tokens = t if all_logits else min(batch, t)
-    logits = math.ceil(logit_tokens * arch.vocab_size * 4 / tp)
+    logits = math.ceil(t * arch.vocab_size * a / tp) if all_logits else \
+        math.ceil(min(batch, t) * arch.vocab_size * (a + 4) / tp)
     return InferenceActivations(layer_peak=residual + max(attn_phase, mlp_phase), logits=logits,
                                 attention_scores=scores)
 
@@ -108,7 +123,7 @@ class TrainingActivations:
 
 def layer_saved_activations(arch: Architecture, seq: int, batch: int, *, flash_attention: bool,
                             dropout: bool, lora_rank: int = 0, lora_modules: int = 0,
-                            a: int = ACT_BYTES) -> int:
+                            a: int = ACT_BYTES, extra: int = 0) -> int:
     """Bytes one transformer layer saves for backward (no recomputation).
 
     Korthikanti et al. 2022, section 4.1, count per layer for GPT (MLP 4h, multi-head attention,
@@ -149,12 +164,13 @@ def layer_saved_activations(arch: Architecture, seq: int, batch: int, *, flash_a
     if dropout:
         saved += 2 * t * h
     saved += lora_modules * t * lora_rank * a
-    return saved
+    return saved + extra
 
 
 def training_activations(arch: Architecture, seq: int, batch: int, *, checkpointing: str = "none",
                          flash_attention: bool = True, dropout: bool | None = None, lora_rank: int = 0,
-                         lora_modules_per_layer: int = 0, a: int = ACT_BYTES) -> TrainingActivations:
+                         lora_modules_per_layer: int = 0, a: int = ACT_BYTES,
+                         extra_per_layer: int = 0) -> TrainingActivations:
     """Activation memory of a training step, per layer x layers, plus what lies outside the layers.
 
     checkpointing: none (all saved), selective (Korthikanti's selective recomputation: the attention
@@ -172,7 +188,8 @@ def training_activations(arch: Architecture, seq: int, batch: int, *, checkpoint
     # Selective recomputation rebuilds the attention core (scores, softmax, its dropout) in backward,
     # which leaves what flash attention saves; the other dropout masks stay (Korthikanti: 34sbh).
     full = layer_saved_activations(arch, seq, batch, flash_attention=flash_attention or checkpointing == "selective",
-                                   dropout=dropout, lora_rank=lora_rank, lora_modules=lora_modules_per_layer, a=a)
+                                   dropout=dropout, lora_rank=lora_rank, lora_modules=lora_modules_per_layer, a=a,
+                                   extra=extra_per_layer)
     workspace = 0
     if checkpointing == "full":
         per_layer = tuple(t * arch.hidden_size * a for _ in range(arch.num_layers))

@@ -15,6 +15,7 @@ from fractions import Fraction
 from typing import Any
 
 from .architecture import Architecture, Tensor, memo, memo_key
+from .runtime import Runtime
 
 
 class PrecisionError(ValueError):
@@ -96,6 +97,9 @@ class PrecisionCatalog:
     precisions: Mapping[str, Precision]
     kv_types: Mapping[str, Fraction]  # bytes per cached element
     kv_labels: Mapping[str, str] = field(default_factory=dict)
+    # Runtime profiles (data/runtimes.yaml). Without them the estimator uses generic assumptions: the whole
+    # prompt in one pass, bf16 KV (f16 for GGUF), mixed-precision AdamW with a foreach step, 1 GiB overhead.
+    runtimes: Mapping[str, Runtime] = field(default_factory=dict)
 
     def precision(self, pid: str) -> Precision:
         try:

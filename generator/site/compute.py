@@ -58,7 +58,7 @@ class Cell:
         return self.estimate.total_bytes
 
     def verdict(self, usable: int) -> str:
-        return fit.verdict(self.total, usable)
+        return fit.verdict(self.total, self.estimate.budget(usable))
 
 
 def applicable(w: Workload, catalog: PrecisionCatalog) -> list[str]:
@@ -77,17 +77,25 @@ def applicable(w: Workload, catalog: PrecisionCatalog) -> list[str]:
     return out
 
 
-def scenario_for(w: Workload, max_context: int | None, precision: str | None) -> Scenario:
+def scenario_for(w: Workload, max_context: int | None, precision: str | None,
+                 catalog: PrecisionCatalog | None = None) -> Scenario:
     if w.context == "max":
         context = max_context or 4096
     else:
         context = min(w.context, max_context) if (w.context_cap and max_context) else w.context
     inference = w.workload == "inference"
+    runtime = w.runtime
+    if runtime is not None and catalog is not None and precision is not None and runtime in catalog.runtimes:
+        # A format the workload's runtime does not run goes to the runtime that does (GGUF: llama.cpp).
+        if catalog.precision(precision).family not in catalog.runtimes[runtime].formats:
+            runtime = None
     return Scenario(
         workload=w.workload, precision=precision, context=context, batch=w.batch, kv_precision=w.kv_precision,
         optimizer=None if inference else w.optimizer, checkpointing="none" if inference else w.checkpointing,
         zero=w.zero, gpus=w.gpus, lora_rank=w.lora_rank if w.workload in ("lora", "qlora") else None,
-        prefill_chunk=w.prefill_chunk if inference else None)
+        prefill_chunk=w.prefill_chunk if inference else None, runtime=runtime,
+        recipe=w.recipe if w.workload == "train" and precision != "fp32" else None,  # fp32 weights: the fp32 recipe
+        adapter_dtype=w.adapter_dtype if w.workload in ("lora", "qlora") else None)
 
 
 @dataclass
@@ -172,20 +180,21 @@ def compute(catalog: Catalog, progress: Callable[[int, int, str], None] | None =
         for w in catalog.workloads:
             row: dict[str, Cell] = {}
             for pid in applicable(w, precisions):
-                sc = scenario_for(w, arch.max_context, pid)
+                sc = scenario_for(w, arch.max_context, pid, precisions)
                 try:
                     est = estimate(arch, sc, precisions)
                 except (ScenarioError, PrecisionError):
                     continue
                 cell = Cell(est, sc)
                 for u in usables:
-                    cell.needed[u] = 1 if cell.total <= u else fit.devices_needed(arch, sc, precisions, u)
+                    cell.needed[u] = 1 if cell.total <= est.budget(u) else fit.devices_needed(arch, sc, precisions, u)
                 row[pid] = cell
             if not row:
                 continue
             cells[w.id] = row
             try:
-                default = estimate(arch, scenario_for(w, arch.max_context, w.precision), precisions).scenario.precision
+                default = estimate(arch, scenario_for(w, arch.max_context, w.precision, precisions),
+                                   precisions).scenario.precision
             except (ScenarioError, PrecisionError):
                 default = None
             defaults[w.id] = default if default in row else next(iter(row))

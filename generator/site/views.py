@@ -465,7 +465,8 @@ def model_facts(data: SiteData, mr: ModelResult) -> tuple[list[Fact], list[Fact]
 # Downloads
 
 
-CSV_FIELDS = ("model", "workload_id", "precision", "workload", "context", "batch", "gpus", "zero", "kv_precision",
+CSV_FIELDS = ("model", "workload_id", "precision", "workload", "runtime", "recipe", "optimizer", "adapter_dtype",
+              "context", "batch", "gpus", "zero", "kv_precision",
               "weights_bytes", "kv_cache_bytes", "activation_bytes", "gradient_bytes", "optimizer_bytes",
               "overhead_bytes", "total_bytes", "peak_phase")
 
