@@ -17,6 +17,7 @@ import jinja2
 from markupsafe import Markup
 
 from ..errors import BuildError
+from ..validation import TOLERANCE
 from . import views
 from .compute import SiteData
 from .fmt import first_heading, model_slug, render_markdown
@@ -124,7 +125,8 @@ def render_site(data: SiteData, ctx: Context) -> Pages:
              breakdowns=views.breakdowns(data, mr), fit=tables[data.workloads[0].id],
              chart=views.context_chart(data, mr), dev_heads=heads, dev_rows=dev_rows,
              off_heads=off_heads, off_rows=off_rows, training=views.training_summaries(data, mr),
-             rules=views.rule_blocks(data, mr), current=data.workloads[0].id, **common)
+             rules=views.rule_blocks(data, mr), traces=views.validation_rows(data, mr.id),
+             current=data.workloads[0].id, **common)
         for w in data.workloads[1:]:
             if tables.get(w.id):
                 page(base_path + f"{w.id}.html", "fit.html", f"{f.name}: {w.label} on every device", nav="index",
@@ -132,6 +134,10 @@ def render_site(data: SiteData, ctx: Context) -> Pages:
         js, csv_text = views.downloads(data, mr)
         pages.add(base_path + "estimates.json", js)
         pages.add(base_path + "estimates.csv", csv_text)
+
+    page("validation.html", "validation.html", "Validation against PyTorch", nav="validation",
+         description="Every estimate that has a PyTorch trace, beside it.", rows=views.validation_rows(data),
+         tolerance=f"±{TOLERANCE:.0%}")
 
     dev_links = [views.Link(d.name, views.device_href(d.id), views.gib(d.usable)) for d in data.devices]
     page("devices/index.html", "devices.html", "Devices", nav="devices", devices=data.devices, links=dev_links)

@@ -16,6 +16,7 @@ from ..estimate import fit
 from ..estimate.precision import PrecisionCatalog, PrecisionError
 from ..estimate.scenario import Estimate, Scenario, ScenarioError
 from ..estimate.scenario import estimate
+from ..validation import Comparison, compare
 
 # "Best" precision on a device: the first that fits, highest fidelity first. FP32 and FP16 are left
 # out (BF16 fits wherever they do); precisions not listed here follow, in catalog order.
@@ -113,6 +114,16 @@ class ModelResult:
         return self.cells.get(wid, {}).get(pid)
 
 
+@dataclass(frozen=True)
+class Validation:
+    """One committed trace beside the estimate of the same question."""
+
+    model_id: str
+    conditions: dict[str, object]
+    traced_phase: str
+    comparison: Comparison
+
+
 @dataclass
 class SiteData:
     catalog: Catalog
@@ -120,6 +131,10 @@ class SiteData:
     devices: list[Device]  # by usable memory, then name
     workloads: list[Workload]
     models: list[ModelResult]  # by id
+    validations: list[Validation] = field(default_factory=list)  # by model, then file name
+
+    def validations_of(self, model_id: str) -> list[Validation]:
+        return [v for v in self.validations if v.model_id == model_id]
 
     @cached_property
     def usables(self) -> list[int]:
@@ -201,4 +216,11 @@ def compute(catalog: Catalog, progress: Callable[[int, int, str], None] | None =
         results.append(ModelResult(model, list(catalog.workloads), cells, defaults))
         if progress:
             progress(i + 1, len(ids), mid)
-    return SiteData(catalog, precisions, devices, list(catalog.workloads), results)
+    validations = []
+    for tr in sorted(catalog.traces, key=lambda t: (t.file.model or "", t.path.name)):
+        f = tr.file
+        assert f.model is not None  # the loader refuses traces without a catalog model
+        conditions = f.conditions.model_dump(exclude_none=True)
+        comparison = compare(catalog.models[f.model].architecture, conditions, f.peak_bytes, precisions)
+        validations.append(Validation(f.model, conditions, f.peak_phase, comparison))
+    return SiteData(catalog, precisions, devices, list(catalog.workloads), results, validations)

@@ -545,3 +545,44 @@ def device_facts(d: Device) -> list[Fact]:
 
 
 __all__ = ["GIB"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation: estimates beside PyTorch's own accounting
+
+
+@dataclass
+class ValidationRow:
+    model: Link
+    question: str
+    traced: str
+    estimated: str
+    error: str
+    within: bool
+    traced_phase: str
+    estimated_phase: str
+
+
+def _trace_question(c: dict[str, Any]) -> str:
+    attention = "SDPA" if c["attention"] == "sdpa" else "eager attention"
+    head = f"{tokens(int(c['context']))} tokens x {c['batch']}, {attention}"
+    if c["workload"] == "inference":
+        return f"Inference, {c.get('dtype', 'bf16')}, {head}" + (", all logits" if c.get("all_logits") else "")
+    states = f"{c['optimizer']}, checkpointing {c['checkpointing']}"
+    if c["workload"] == "train":
+        return f"Full fine-tuning, recipe {c['recipe']}, {states}, {head}"
+    return (f"LoRA r{c['lora_rank']} on {'+'.join(c['lora_targets'])}, {c['adapter_dtype']} adapters over "
+            f"{c.get('dtype', 'bf16')}, {states}, {head}")
+
+
+def validation_rows(data: SiteData, model_id: str | None = None) -> list[ValidationRow]:
+    rows = []
+    for v in data.validations if model_id is None else data.validations_of(model_id):
+        cmp = v.comparison
+        name = data.catalog.models[v.model_id].file.name
+        rows.append(ValidationRow(
+            model=Link(name, model_href(v.model_id)), question=_trace_question(v.conditions),
+            traced=gib(cmp.traced_bytes), estimated=gib(cmp.estimated_bytes), error=f"{cmp.error * 100:+.1f}%",
+            within=cmp.within_tolerance, traced_phase=v.traced_phase,
+            estimated_phase=cmp.estimate.peak_phase.replace("_", " ")))
+    return rows
