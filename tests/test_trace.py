@@ -193,6 +193,25 @@ def test_recipes_set_the_dtypes_of_parameters_and_states(run_trace):
     assert amp.crosscheck_peak_bytes == amp.peak_bytes and pure.crosscheck_peak_bytes == pure.peak_bytes
 
 
+def test_tied_embedding_gradients_are_summed_in_place(run_trace, monkeypatch):
+    import generator.trace.runner as runner
+
+    tied = {**TINY, "tie_word_embeddings": True}
+    p, e = PARAMS - 256 * 64, 256 * 64  # the lm_head is the embedding matrix: 98,624 parameters in 20 tensors
+    common = 4 * p + 2 * 4 * p + 4 * 20 + BUFFER_BYTES + ids_bytes(16) + 8  # params, moments, steps, loss + seed
+    # The peak is in step 2's embedding backward: every other gradient exists (4 (p - e)), the tied matrix has its
+    # lm_head-path gradient and the embedding's (2 x 4e) while the gradient reaching the embedding (16 x 64 x 4
+    # bytes) is still held. An untraced engine then adds the two in place into one of them.
+    r = run_trace(tied, TraceSpec(workload="train", recipe="fp32", context=16))
+    assert r.peak_bytes == common + 4 * (p - e) + 2 * 4 * e + 16 * 64 * 4
+    assert r.crosscheck_peak_bytes == r.peak_bytes
+    # Under any dispatch mode the engine writes old + new into a third matrix (input_buffer.cpp): counted as is,
+    # the peak moves to that sum, with three 4e matrices and the embedding's incoming gradient already freed.
+    monkeypatch.setattr(runner.EngineSums, "is_sum", lambda self, func: False)
+    raw = run_trace(tied, TraceSpec(workload="train", recipe="fp32", context=16))
+    assert raw.peak_bytes == common + 4 * (p - e) + 3 * 4 * e
+
+
 # r = 16 on q, k, v, o (64 -> 64: 16 x (64 + 64) = 2,048 each), gate, up (64 -> 128: 16 x 192 = 3,072 each) and
 # down (128 -> 64: 3,072): 4 x 2,048 + 3 x 3,072 = 17,408 a layer, 34,816 in all, in 7 x 2 x 2 = 28 tensors.
 ADAPTERS, ADAPTER_TENSORS = 34_816, 28

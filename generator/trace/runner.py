@@ -93,27 +93,122 @@ def _innermost(parents: set[str]) -> str:
     return deepest.split(".", 1)[1] if "." in deepest else deepest
 
 
+class EngineSums:
+    """Tells when the autograd engine itself sums two gradients of one tensor (a tied weight, a tensor used twice).
+
+    The engine sums them in place, into the buffer it holds the last reference to, unless a tensor is
+    "subclass-like" (torch/csrc/autograd/input_buffer.cpp, accumulate and can_accumulate_inplace), and every
+    tensor is subclass-like while any TorchDispatchMode is active (aten/src/ATen/TensorSubclassLikeUtils.h,
+    isTensorSubclassLike). So under a tracker the engine writes `old + new` into a third tensor that an untraced
+    run never allocates: for tied embeddings, a vocab x hidden gradient at the end of the backward. The sums run
+    between one node's post-hooks and the next node's pre-hooks (torch/csrc/autograd/engine.cpp,
+    evaluate_function), so hooks on every node of the graph bracket them; the trackers then count such an
+    `aten.add.Tensor` as in place when one of its inputs, of the output's size, dies before the next op."""
+
+    def __init__(self) -> None:
+        self.watching = False
+        self.in_node = False
+
+    @contextlib.contextmanager
+    def watch(self, root: torch.Tensor) -> Iterator[None]:
+        handles: list[Any] = []
+        seen: set[int] = set()
+        todo = [root.grad_fn]
+        while todo:
+            node = todo.pop()
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            handles.append(node.register_prehook(self._enter))
+            handles.append(node.register_hook(self._leave))
+            todo.extend(fn for fn, _ in node.next_functions)
+        self.watching, self.in_node = True, False
+        try:
+            yield
+        finally:
+            self.watching = False
+            for h in handles:
+                h.remove()
+
+    def _enter(self, grad_outputs: Any) -> None:
+        self.in_node = True
+
+    def _leave(self, grad_inputs: Any, grad_outputs: Any) -> None:
+        self.in_node = False
+
+    def is_sum(self, func: Any) -> bool:
+        return self.watching and not self.in_node and func is torch.ops.aten.add.Tensor
+
+
+def _storages(tensors: Any) -> list[tuple[weakref.ref, int]]:
+    return [(weakref.ref(t.untyped_storage()), t.untyped_storage().nbytes())
+            for t in tree_leaves(tensors) if isinstance(t, torch.Tensor)]
+
+
+def _summed_in_place(inputs: list[tuple[weakref.ref, int]], out_bytes: int) -> bool:
+    """An engine sum an untraced run does in place: an input as large as the output is gone already."""
+    return any(ref() is None and n == out_bytes for ref, n in inputs)
+
+
 class PeakTracker(MemTracker):
     """MemTracker keeping only the global peak, labelled with the workload phase running when it was reached.
 
     Upstream `_update_peak_stats` also walks every module's statistics on every op to keep per-module peaks; that
     is quadratic-ish in the module count (minutes for a LoRA model) and the global peak is computed the same way
     without it. Gradient hooks go only on parameters that can receive a gradient: upstream hooks every parameter,
-    and `register_hook` raises on a frozen one (a LoRA base)."""
+    and `register_hook` raises on a frozen one (a LoRA base). The autograd engine's own gradient sums are settled
+    as an untraced run does them (EngineSums)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sums: EngineSums | None = None) -> None:
         super().__init__()
+        self.sums = sums
         self.phase = "setup"
         self.peak_phase = ""
         self.peak_module = ""
+        self._summing = False
+        self._pending: dict[str, Any] | None = None
 
-    def _update_peak_stats(self, peak_state: Any) -> None:
-        for dev, snap in self._curr_mem_snap.items():
+    def _consider(self, snaps: Mapping[Any, Mapping[Any, int]], phase: str, module: str) -> None:
+        for dev, snap in snaps.items():
             if self._peak_mem.get(dev, 0) < snap[_TOTAL_KEY]:
                 self._peak_mem[dev] = snap[_TOTAL_KEY]
                 self._peak_mem_snap[dev] = dict(snap)
-                self.peak_phase = self.phase
-                self.peak_module = _innermost(self._mod_tracker.parents)
+                self.peak_phase = phase
+                self.peak_module = module
+
+    def _update_peak_stats(self, peak_state: Any) -> None:
+        if self._summing:  # settled at the next op, once we know whether an input died
+            self._pending = {"snaps": {d: dict(s) for d, s in self._curr_mem_snap.items()}, "phase": self.phase}
+            return
+        # ModTracker's parents are exact in the forward; in the backward they lag, so name no module there.
+        module = _innermost(self._mod_tracker.parents) if self.phase.endswith("forward") else ""
+        self._consider(self._curr_mem_snap, self.phase, module)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.settle()
+        self._summing = self.sums is not None and self.sums.is_sum(func)
+        try:
+            res = super().__torch_dispatch__(func, types, args, kwargs)
+        finally:
+            summing, self._summing = self._summing, False
+        if summing and self._pending is not None and isinstance(res, torch.Tensor):
+            st = res.untyped_storage()
+            winfo, _ = self._WINFO.get(st, (None, None))
+            self._pending.update(out_bytes=st.nbytes(), reftype=winfo.reftype if winfo else None,
+                                 device=res.device, inputs=_storages((args, kwargs)))
+        return res
+
+    def settle(self) -> None:
+        """Count the pending engine sum, in place when an untraced run would have done it in place."""
+        p, self._pending = self._pending, None
+        if p is None:
+            return
+        snaps = p["snaps"]
+        if "out_bytes" in p and p["reftype"] is not None and _summed_in_place(p["inputs"], p["out_bytes"]):
+            snap = snaps[p["device"]]
+            snap[p["reftype"]] -= p["out_bytes"]
+            snap[_TOTAL_KEY] -= p["out_bytes"]
+        self._consider(snaps, p["phase"], "")
 
     def _track_module_params_and_buffers(self, module: nn.Module, install_grad_hooks: bool = True) -> tuple[int, int]:
         mems = super()._track_module_params_and_buffers(module, install_grad_hooks=False)
@@ -130,6 +225,7 @@ class PeakTracker(MemTracker):
 
     def restart_peak(self) -> None:
         """Forget the peak so far: the next one is that of what runs from now on."""
+        self.settle()
         self._peak_mem_snap = self.get_tracker_snapshot()
         self._peak_mem = {dev: snap[_TOTAL_KEY] for dev, snap in self._peak_mem_snap.items()}
         self.peak_phase = self.phase
@@ -152,20 +248,28 @@ class StorageTracker(TorchDispatchMode):
     """The cross-check: the sum of the bytes of every live storage that an op returned or that was registered.
 
     A storage is counted once, when it is first seen, at its `nbytes()`, and uncounted by a `weakref.finalize` on
-    the storage object when it is freed; a storage seen again with another size is re-counted at the new size."""
+    the storage object when it is freed; a storage seen again with another size is re-counted at the new size.
+    The autograd engine's own gradient sums are settled as an untraced run does them (EngineSums)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sums: EngineSums | None = None) -> None:
         super().__init__()
+        self.sums = sums
         self.sizes: dict[int, int] = {}
         self.live = 0
         self.peak = 0
         self.phase = "setup"
         self.peak_phase = ""
+        self._pending: tuple[int, int, list[tuple[weakref.ref, int]], str] | None = None
 
     def _free(self, key: int) -> None:
         self.live -= self.sizes.pop(key)
 
-    def add(self, t: Any) -> None:
+    def _consider(self, live: int, phase: str) -> None:
+        if live > self.peak:
+            self.peak = live
+            self.peak_phase = phase
+
+    def add(self, t: Any, consider: bool = True) -> None:
         if not isinstance(t, torch.Tensor):
             return
         st = t.untyped_storage()
@@ -178,9 +282,8 @@ class StorageTracker(TorchDispatchMode):
         elif old != n:
             self.sizes[key] = n
             self.live += n - old
-        if self.live > self.peak:
-            self.peak = self.live
-            self.peak_phase = self.phase
+        if consider:
+            self._consider(self.live, self.phase)
 
     def register(self, *objs: Any) -> None:
         for obj in objs:
@@ -190,14 +293,25 @@ class StorageTracker(TorchDispatchMode):
             else:
                 self.add(obj)
 
+    def settle(self) -> None:
+        p, self._pending = self._pending, None
+        if p is not None:
+            live, out_bytes, inputs, phase = p
+            self._consider(live - out_bytes if _summed_in_place(inputs, out_bytes) else live, phase)
+
     def restart_peak(self) -> None:
+        self.settle()
         self.peak = self.live
         self.peak_phase = self.phase
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.settle()
         out = func(*args, **(kwargs or {}))
+        summing = self.sums is not None and self.sums.is_sum(func) and isinstance(out, torch.Tensor)
         for t in tree_leaves(out):
-            self.add(t)
+            self.add(t, consider=not summing)
+        if summing:
+            self._pending = (self.live, out.untyped_storage().nbytes(), _storages((args, kwargs)), self.phase)
         return out
 
 
@@ -349,7 +463,8 @@ def run_trace(architecture: Mapping[str, Any], spec: TraceSpec) -> TraceResult:
         dtype = TORCH_DTYPES[spec.dtype]
 
     fake_mode = FakeTensorMode()
-    mt, cc = PeakTracker(), StorageTracker()
+    sums = EngineSums()
+    mt, cc = PeakTracker(sums), StorageTracker(sums)
 
     def phase(name: str) -> None:
         mt.phase = cc.phase = name
@@ -404,7 +519,7 @@ def run_trace(architecture: Mapping[str, Any], spec: TraceSpec) -> TraceResult:
                     del out
                     step_peaks.append(mt.peak)
                 else:
-                    _train(model, opt, input_ids, spec, phase, mt, cc, step_peaks)
+                    _train(model, opt, input_ids, spec, phase, mt, cc, sums, step_peaks)
         except (RuntimeError, NotImplementedError, TypeError, ValueError, AssertionError) as e:
             text = " ".join(str(e).split())
             if "data-dependent" in text or "DataDependentOutputException" in type(e).__name__ or ".item()" in text:
@@ -426,7 +541,8 @@ def phase_name(mt: PeakTracker) -> str:
 
 
 def _train(model: nn.Module, opt: torch.optim.Optimizer | None, input_ids: torch.Tensor, spec: TraceSpec,
-           phase: Callable[[str], None], mt: PeakTracker, cc: StorageTracker, step_peaks: list[int]) -> None:
+           phase: Callable[[str], None], mt: PeakTracker, cc: StorageTracker, sums: EngineSums,
+           step_peaks: list[int]) -> None:
     """Trainer-style steps: forward with the loss (only the loss is kept), backward, step, zero_grad(None)."""
     assert opt is not None
     amp = spec.workload == "train" and spec.recipe == "amp"
@@ -440,11 +556,14 @@ def _train(model: nn.Module, opt: torch.optim.Optimizer | None, input_ids: torch
         with autocast:
             loss = model(input_ids=input_ids, labels=input_ids, use_cache=False).loss
         phase(f"step {step} backward")
-        loss.backward()
+        with sums.watch(loss):
+            loss.backward()
         del loss
         phase(f"step {step} optimizer")
         opt.step()
         phase(f"step {step} zero_grad")
         opt.zero_grad(set_to_none=True)
         mt.reset_mod_stats()
+    mt.settle()
+    cc.settle()
     step_peaks.append(mt.peak)
