@@ -77,7 +77,7 @@ def test_without_the_extra_one_line_exit_2(monkeypatch):
     ("meta-llama/Llama-3.2-1B", "--optimizer", "sgd"),
     ("meta-llama/Llama-3.2-1B", "--checkpointing", "full"),
     ("meta-llama/Llama-3.2-1B", "--steps", "3"),
-    ("meta-llama/Llama-3.2-1B", "--workload", "lora", "--lora-targets", "experts"),
+    ("meta-llama/Llama-3.2-1B", "--workload", "lora", "--lora-targets", "embeddings"),
     ("meta-llama/Llama-3.2-1B", "--workload", "lora", "--lora-targets", "mlp,mlp"),
     ("meta-llama/Llama-3.2-1B", "--context", "0"),
     ("meta-llama/Llama-3.2-1B", "--workload", "train", "--steps", "0"),
@@ -237,6 +237,35 @@ def test_lora_attention_only(run_trace):
     r = run_trace(TINY, TraceSpec(workload="lora", context=16, lora_targets=("attention",)))
     assert r.lora_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
     assert r.trainable_parameters == LAYERS * 4 * 2_048
+
+
+# A tiny Mixtral: as TINY, with 4 experts (2 a token) in place of the MLP. transformers 5 stores a layer's experts
+# as two fused 3-D weights: gate_up_proj (4, 2 x 128, 64) = 65,536 and down_proj (4, 64, 128) = 32,768, plus the
+# router (4 x 64 = 256): a layer is 16,384 (attention) + 256 + 65,536 + 32,768 + 128 (norms) = 115,072, and the
+# model 2 x 16,384 (embeddings) + 2 x 115,072 + 64 = 262,976 parameters.
+MOE = {**TINY, "model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2}
+MOE_PARAMS = 262_976
+
+
+def test_lora_on_fused_moe_experts(run_trace):
+    r = run_trace(MOE, TraceSpec(workload="lora", context=16, lora_targets=("experts",)))
+    assert r.parameters == MOE_PARAMS
+    assert r.lora_modules == ["experts.down_proj", "experts.gate_up_proj"]
+    # peft's target_parameters: r x (d_in + d_out) per expert: gate_up 16 x (64 + 256), down 16 x (128 + 64),
+    # 4 experts, 2 layers = 2 x 4 x 16 x 512 = 65,536 in 2 x 2 x 2 = 8 tensors.
+    assert r.trainable_parameters == 65_536
+    assert r.by_category["parameter"] == 2 * MOE_PARAMS + 4 * 65_536
+    assert r.by_category["optstate"] == 2 * 4 * 65_536 + 4 * 8
+    assert r.crosscheck_peak_bytes == r.peak_bytes
+
+
+def test_moe_with_fp32_experts_goes_through_the_fallback_and_says_so(run_trace):
+    r = run_trace(MOE, TraceSpec(workload="train", recipe="amp", context=16))
+    assert r.by_category["parameter"] == 4 * MOE_PARAMS
+    assert any("grouped_mm_fallback" in n for n in r.notes)
+    assert r.crosscheck_peak_bytes == r.peak_bytes
+    bf16 = run_trace(MOE, TraceSpec(workload="train", recipe="pure", context=16))
+    assert not any("grouped_mm" in n for n in bf16.notes)
 
 
 def test_unpacked_batches_keep_sdpa_on_its_causal_path(run_trace, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -34,12 +35,19 @@ def require_extra(lora: bool) -> None:
         raise InputError(TRACE_EXTRA_MISSING) from None
 
 
+@functools.lru_cache(maxsize=4)
+def _catalog(data_dir: Path) -> Any:
+    from ..catalog.load import load_catalog
+
+    return load_catalog(data_dir)
+
+
 def catalog_architecture(model: str, data_dir: Path) -> dict[str, Any]:
     """The architecture block of a catalog model as written (explicit nulls kept), found as `estimate` finds it."""
-    from ..catalog.load import CatalogError, load_catalog
+    from ..catalog.load import CatalogError
 
     try:
-        catalog = load_catalog(data_dir)
+        catalog = _catalog(Path(data_dir).resolve())
     except CatalogError as e:
         raise InputError(f"the catalog in {data_dir} has {len(e.problems)} problem(s), the first: {e.problems[0]}; "
                          "run `llm-memory check`") from None
@@ -71,8 +79,17 @@ def build_record(model: str | None, config_path: Path | None, architecture: Mapp
     return rec
 
 
+class _RecordDumper(yaml.SafeDumper):
+    """Block mappings (one condition, one category a line: readable diffs), flow lists ([attention, mlp])."""
+
+
+_RecordDumper.add_representer(
+    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True))
+
+
 def dump_record(rec: Mapping[str, Any]) -> str:
-    return yaml.safe_dump(dict(rec), sort_keys=False, default_flow_style=None, width=120, allow_unicode=False)
+    return yaml.dump(dict(rec), Dumper=_RecordDumper, sort_keys=False, default_flow_style=False, width=120,
+                     allow_unicode=False)
 
 
 def trace_one(architecture: Mapping[str, Any], spec: TraceSpec) -> tuple[Any, dict[str, str]]:
@@ -115,7 +132,8 @@ def _not_for(workload: str, given: Mapping[str, Any], allowed: Mapping[str, tupl
               help="Train, lora: gradient checkpointing of every decoder layer (use_reentrant=False). Default none.")
 @click.option("--lora-rank", type=int, default=None, help="LoRA rank (alpha = 2 x rank, dropout 0). Default 16.")
 @click.option("--lora-targets", default=None, metavar="GROUPS",
-              help="Comma-separated groups LoRA adapts: attention, mlp. Default both.")
+              help="Comma-separated groups LoRA adapts: attention, mlp, experts (MoE experts' fused 3-D weights, "
+                   "through peft's target_parameters). Default attention,mlp.")
 @click.option("--adapter-dtype", type=click.Choice(ADAPTER_DTYPES), default=None,
               help="LoRA adapters: fp32 (peft's default autocast_adapter_dtype=True) or bf16 (=False). Default fp32.")
 @click.option("--steps", type=int, default=None,

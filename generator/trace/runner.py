@@ -344,6 +344,38 @@ def unpacked_batches() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def grouped_mm_or_fallback(notes: list[str]) -> Iterator[None]:
+    """transformers runs MoE experts with grouped_mm (transformers/integrations/moe.py, _grouped_mm), whose checks
+    accept only bf16 operands (torch/_meta_registrations.py, _meta_grouped_mm_common, mirroring CUDA's
+    _grouped_mm_cuda). Experts with fp32 weights (the amp and fp32 recipes) go through transformers' own
+    grouped_mm_fallback custom op instead, which has the same operands and outputs; the record says so."""
+    try:
+        import transformers.integrations.moe as moe
+    except ImportError:
+        yield
+        return
+    original = getattr(moe, "_can_use_grouped_mm", None)
+    if original is None:
+        yield
+        return
+
+    def can_use(input: torch.Tensor, weight: torch.Tensor, offs: torch.Tensor) -> bool:
+        if weight.dtype != torch.bfloat16:
+            note = (f"experts with {str(weight.dtype).removeprefix('torch.')} weights: grouped_mm takes bf16 only, "
+                    "traced through transformers' grouped_mm_fallback op (same operands and outputs)")
+            if note not in notes:
+                notes.append(note)
+            return False
+        return bool(original(input, weight, offs))
+
+    moe._can_use_grouped_mm = can_use
+    try:
+        yield
+    finally:
+        moe._can_use_grouped_mm = original
+
+
+@contextlib.contextmanager
 def swappable_fake_parameters(fake_mode: FakeTensorMode) -> Iterator[None]:
     """nn.Module._apply swaps fake parameters with torch.utils.swap_tensors (torch/nn/modules/module.py), and
     swap_tensors refuses a tensor that has weak references (torch/utils/__init__.py). The fake-tensor converter's
@@ -374,6 +406,20 @@ def swappable_fake_parameters(fake_mode: FakeTensorMode) -> Iterator[None]:
         torch.utils.swap_tensors = original
 
 
+@contextlib.contextmanager
+def _quiet_fake_logs() -> Iterator[None]:
+    """FakeTensorMode logs a traceback at ERROR for an op whose checks fail; the trace reports that error itself."""
+    import logging
+
+    log = logging.getLogger("torch._subclasses.fake_tensor")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 # --------------------------------------------------------------------------------------------------
 # Building the model
 
@@ -402,18 +448,56 @@ def build_config(architecture: Mapping[str, Any]) -> tuple[Any, str, list[str]]:
         raise TraceError(f"transformers cannot build a {model_type!r} config: {e}") from None
 
 
-def lora_modules(model: nn.Module, model_type: str, groups: tuple[str, ...]) -> list[str]:
-    """The target names of the requested groups that name at least one nn.Linear-like module of the model."""
+def lora_modules(model: nn.Module, model_type: str, groups: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(target_modules, target_parameters) for peft: the module names of the requested groups that name at least
+    one module of the model, and for "experts" the fused 3-D expert weights (transformers 5 stores a layer's
+    experts as one parameter per projection), which peft adapts through LoraConfig.target_parameters."""
     table = LORA_MODULES.get(model_type, _LLAMA_TARGETS)
     names = [n for n, _ in model.named_modules()]
-    out: list[str] = []
+    modules: list[str] = []
+    parameters: list[str] = []
     for group in groups:
-        found = [t for t in table[group] if any(n == t or n.endswith("." + t) for n in names)]
+        if group == "experts":
+            found = sorted({f"experts.{n.rsplit('.', 1)[1]}" for n, p in model.named_parameters()
+                            if p.dim() == 3 and n.rsplit(".", 2)[-2] == "experts"})
+            parameters.extend(found)
+        else:
+            found = [t for t in table[group] if any(n == t or n.endswith("." + t) for n in names)]
+            modules.extend(found)
         if not found:
-            raise TraceError(f"LoRA group {group!r} matches no module of this {model_type} model "
-                             f"(looked for {', '.join(table[group])}); MoE experts are fused 3-D parameters")
-        out.extend(found)
-    return out
+            looked = "fused 3-D experts.* weights" if group == "experts" else ", ".join(table[group])
+            hint = "; MoE experts are fused 3-D parameters: target them with the experts group" \
+                if group == "mlp" and any(n.endswith(".experts") for n in names) else ""
+            raise TraceError(f"LoRA group {group!r} matches nothing in this {model_type} model (looked for "
+                             f"{looked}){hint}")
+    return modules, parameters
+
+
+def lora_groups_present(model: nn.Module, model_type: str) -> tuple[str, ...]:
+    """The LoRA groups that match something in the model, in LORA_GROUPS order."""
+    from .spec import LORA_GROUPS
+
+    present = []
+    for group in LORA_GROUPS:
+        try:
+            lora_modules(model, model_type, (group,))
+        except TraceError:
+            continue
+        present.append(group)
+    return tuple(present)
+
+
+def model_facts(architecture: Mapping[str, Any]) -> dict[str, Any]:
+    """What a set of traces needs to know before choosing its conditions: whether transformers runs the model with
+    SDPA (gemma2 and gpt_oss refuse it and run eager by default) and which LoRA groups it has."""
+    from transformers import AutoModelForCausalLM
+
+    cfg, model_type, _ = build_config(architecture)
+    with FakeTensorMode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16, attn_implementation="eager")
+        return {"sdpa": bool(getattr(type(model), "_supports_sdpa", False)),
+                "lora_groups": lora_groups_present(model, model_type)}
 
 
 def _optimizer(name: str, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -470,13 +554,21 @@ def run_trace(architecture: Mapping[str, Any], spec: TraceSpec) -> TraceResult:
         mt.phase = cc.phase = name
 
     # transformers and peft announce renames (gradient -> activation checkpointing) as FutureWarnings: not ours.
-    with fake_mode, unpacked_batches(), warnings.catch_warnings():
+    with fake_mode, unpacked_batches(), grouped_mm_or_fallback(notes), warnings.catch_warnings(), _quiet_fake_logs():
         warnings.simplefilter("ignore", FutureWarning)
+        # MemTracker warns when autograd calls a module hook after the module is gone; it skips that hook only.
+        warnings.filterwarnings("ignore", message="Module is None")
         try:
             model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation=spec.attention)
         except (ValueError, ImportError, NotImplementedError) as e:
             raise TraceError(f"transformers cannot build {model_type} with attention {spec.attention!r}: "
                              f"{' '.join(str(e).split())[:300]}") from None
+        v_dim = getattr(cfg, "v_head_dim", None)
+        qk_dim = getattr(cfg, "qk_head_dim", None) or (
+            (getattr(cfg, "qk_nope_head_dim", 0) or 0) + (getattr(cfg, "qk_rope_head_dim", 0) or 0))
+        if spec.attention == "sdpa" and v_dim and qk_dim and v_dim != qk_dim:
+            notes.append(f"query/key heads of {qk_dim} and value heads of {v_dim}: the CPU's SDPA takes its math "
+                         "kernel, which materialises the scores; an upper bound for CUDA's fused kernels")
         experts = getattr(model.config, "_experts_implementation", None)
         if experts not in (None, "grouped_mm") and any("experts" in n for n, _ in model.named_modules()):
             notes.append(f"experts run with {experts!r}")
@@ -495,9 +587,11 @@ def run_trace(architecture: Mapping[str, Any], spec: TraceSpec) -> TraceResult:
             if spec.workload == "lora":
                 from peft import LoraConfig, get_peft_model
 
-                targets = lora_modules(model, model_type, spec.lora_targets)
+                modules, weights = lora_modules(model, model_type, spec.lora_targets)
+                targets = modules + weights
                 lcfg = LoraConfig(r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=0.0,
-                                  target_modules=targets, task_type="CAUSAL_LM")
+                                  target_modules=modules or None, target_parameters=weights or None,
+                                  task_type="CAUSAL_LM")
                 with swappable_fake_parameters(fake_mode):
                     model = get_peft_model(model, lcfg, autocast_adapter_dtype=spec.adapter_dtype == "fp32")
             model.train()

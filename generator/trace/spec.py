@@ -14,11 +14,11 @@ OPTIMIZERS = ("adamw_torch_fused", "adamw_torch", "sgd", "adafactor")
 CHECKPOINTING = ("none", "full")
 DTYPES = ("bf16", "fp16", "fp32")
 ADAPTER_DTYPES = ("fp32", "bf16")
-LORA_GROUPS = ("attention", "mlp")
+LORA_GROUPS = ("attention", "mlp", "experts")
 
 METHOD = ("FakeTensorMode on CPU (no weights, no GPU); peak of live tensor storage bytes from "
           "torch.distributed._tools.mem_tracker.MemTracker (global peak), cross-checked by a TorchDispatchMode "
-          "storage counter; excludes the CUDA context, cuBLAS/NCCL workspaces, scratch inside kernels, allocator "
+          "storage counter; the autograd engine's gradient sums counted in place as in an untraced run; excludes the CUDA context, cuBLAS/NCCL workspaces, scratch inside kernels, allocator "
           "rounding and fragmentation, torch.compile fusion, fused loss kernels and weight-loading transients; "
           "kernels and autocast op lists are the CPU's")
 
@@ -39,7 +39,7 @@ class TraceSpec:
     optimizer: str = "adamw_torch_fused"  # train, lora
     checkpointing: str = "none"  # train, lora
     lora_rank: int = 16
-    lora_targets: tuple[str, ...] = LORA_GROUPS
+    lora_targets: tuple[str, ...] = ("attention", "mlp")
     adapter_dtype: str = "fp32"
     steps: int = 2
 
