@@ -44,17 +44,19 @@ class TraceSpec:
     steps: int = 2
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("workload", self.workload, WORKLOADS), ("attention", self.attention, ATTENTIONS),
-                                     ("dtype", self.dtype, DTYPES), ("recipe", self.recipe, RECIPES),
-                                     ("optimizer", self.optimizer, OPTIMIZERS),
-                                     ("checkpointing", self.checkpointing, CHECKPOINTING),
-                                     ("adapter_dtype", self.adapter_dtype, ADAPTER_DTYPES)):
-            if value not in allowed:
-                raise SpecError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
-        for name, value, low, high in (("context", self.context, 1, 2**21), ("batch", self.batch, 1, 4096),
-                                       ("lora_rank", self.lora_rank, 1, 4096), ("steps", self.steps, 1, 10)):
-            if not low <= value <= high:
-                raise SpecError(f"{name} must be between {low} and {high}, not {value}")
+        choices: list[tuple[str, str, tuple[str, ...]]] = [
+            ("workload", self.workload, WORKLOADS), ("attention", self.attention, ATTENTIONS),
+            ("dtype", self.dtype, DTYPES), ("recipe", self.recipe, RECIPES), ("optimizer", self.optimizer, OPTIMIZERS),
+            ("checkpointing", self.checkpointing, CHECKPOINTING), ("adapter_dtype", self.adapter_dtype, ADAPTER_DTYPES)]
+        for name, choice, allowed in choices:
+            if choice not in allowed:
+                raise SpecError(f"{name} must be one of {', '.join(allowed)}, not {choice!r}")
+        ranges: list[tuple[str, int, int, int]] = [
+            ("context", self.context, 1, 2**21), ("batch", self.batch, 1, 4096), ("lora_rank", self.lora_rank, 1, 4096),
+            ("steps", self.steps, 1, 10)]
+        for name, number, low, high in ranges:
+            if not low <= number <= high:
+                raise SpecError(f"{name} must be between {low} and {high}, not {number}")
         if not self.lora_targets or any(g not in LORA_GROUPS for g in self.lora_targets) \
                 or len(set(self.lora_targets)) != len(self.lora_targets):
             raise SpecError(f"lora targets must be distinct groups among {', '.join(LORA_GROUPS)}, "
