@@ -299,6 +299,10 @@ def test_cli_record_from_a_config_file(run_trace, tmp_path):
         assert isinstance(obj, int), key
     assert written["by_category"]["parameter"] == 2 * PARAMS
     assert set(written["versions"]) == {"torch", "transformers", "peft"}
+    # The documented order (generator/trace/__init__.py); inference has no LoRA modules and no steps.
+    assert list(written) == ["config", "model_type", "config_sha256", "conditions", "parameters",
+                             "trainable_parameters", "peak_bytes", "crosscheck_peak_bytes", "peak_phase", "peak_module",
+                             "by_category", "versions", "method", "notes"]
 
 
 def test_a_model_type_transformers_does_not_know_fails_in_one_line(run_trace, tmp_path):

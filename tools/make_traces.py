@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             if path.exists() and not args.force:
                 print(f"{path.name}: exists, skipped", file=sys.stderr)
                 continue
-            started = time.monotonic()
+            started, cpu = time.monotonic(), time.process_time()
             try:
                 result, versions = trace_one(architecture, spec)
             except LLMMemoryError as e:
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
             path.write_text(dump_record(record), encoding="utf-8")
             print(f"{path.name}: peak {record['peak_bytes']:,} bytes ({record['peak_phase']}), "
-                  f"{time.monotonic() - started:.1f} s", file=sys.stderr)
+                  f"{time.monotonic() - started:.1f} s wall, {time.process_time() - cpu:.1f} s CPU", file=sys.stderr)
     return 1 if failed else 0
 
 

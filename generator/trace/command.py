@@ -66,12 +66,11 @@ def build_record(model: str | None, config_path: Path | None, architecture: Mapp
         rec["model"] = model
     else:
         rec["config"] = str(config_path)
-    conditions = spec.conditions()
+    rec.update(model_type=result.model_type, config_sha256=config_sha256(architecture), conditions=spec.conditions(),
+               parameters=result.parameters, trainable_parameters=result.trainable_parameters)
     if spec.workload == "lora":
-        conditions["lora_modules"] = list(result.lora_modules)
-    rec.update(model_type=result.model_type, config_sha256=config_sha256(architecture), conditions=conditions,
-               parameters=result.parameters, trainable_parameters=result.trainable_parameters,
-               peak_bytes=result.peak_bytes, crosscheck_peak_bytes=result.crosscheck_peak_bytes,
+        rec["lora_modules"] = list(result.lora_modules)
+    rec.update(peak_bytes=result.peak_bytes, crosscheck_peak_bytes=result.crosscheck_peak_bytes,
                peak_phase=result.peak_phase, peak_module=result.peak_module, by_category=dict(result.by_category))
     if spec.training:
         rec["step_peak_bytes"] = list(result.step_peak_bytes)
