@@ -133,6 +133,24 @@ def test_spec_rejects_nonsense():
             TraceSpec(**bad)
 
 
+def test_make_traces_runs_each_model_as_transformers_would():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "make_traces.py"
+    loader = importlib.util.spec_from_file_location("make_traces", path)
+    assert loader is not None and loader.loader is not None
+    tool = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(tool)
+    eager_only = tool.adapt(tool.STANDARD, {"sdpa": False, "lora_groups": ("attention", "experts")})
+    assert "inference-sdpa" not in eager_only and eager_only["inference-eager"].attention == "eager"
+    assert all(spec.attention == "eager" for spec in eager_only.values())
+    assert len({spec for spec in eager_only.values()}) == len(eager_only) == len(tool.STANDARD) - 1
+    lora = [spec for spec in eager_only.values() if spec.workload == "lora"]
+    assert lora and all(spec.lora_targets == ("attention", "experts") for spec in lora)
+    dense = tool.adapt(tool.STANDARD, {"sdpa": True, "lora_groups": ("attention", "mlp")})
+    assert [s.attention for s in dense.values()] == [s.attention for s in tool.STANDARD.values()]
+
+
 # --------------------------------------------------------------------------------------------------
 # With torch: the traces
 
