@@ -11,6 +11,7 @@ from .catalog.commands import check, import_config, schema
 from .commands_estimate import estimate
 from .errors import InputError
 from .site.commands import build, serve
+from .trace.command import trace
 
 
 # click >= 8.2 shows the help for a bare `llm-memory` by raising this UsageError subclass: keep it.
@@ -49,5 +50,5 @@ def main() -> None:
     """How much memory an LLM needs, in which precision, for which job, and which GPUs can run it."""
 
 
-for _command in (estimate, check, schema, import_config, build, serve):
+for _command in (estimate, check, schema, import_config, build, serve, trace):
     main.add_command(_command)
