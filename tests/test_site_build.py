@@ -17,7 +17,8 @@ GOLDEN_FILES = [
     "index.html", "sort/size-desc.html", "families/qwen3.html", "sizes/under-3b.html", "browse.html",
     "models/Qwen--Qwen3-30B-A3B-Base/index.html", "models/Qwen--Qwen3-30B-A3B-Base/qlora.html",
     "models/meta-llama--Llama-3.2-1B/index.html", "models/meta-llama--Llama-3.2-1B/estimates.csv",
-    "devices/index.html", "devices/nvidia-rtx-4090.html", "methodology.html", "404.html", "sitemap.xml", "robots.txt",
+    "devices/index.html", "devices/nvidia-rtx-4090.html", "methodology.html", "validation.html", "404.html",
+    "sitemap.xml", "robots.txt",
 ]
 
 

@@ -86,9 +86,13 @@ _RecordDumper.add_representer(
     list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True))
 
 
+# The first line of every catalog file points editors at its JSON Schema (data/traces/ sits two levels down).
+SCHEMA_LINE = "# yaml-language-server: $schema=../../schemas/trace.schema.json\n"
+
+
 def dump_record(rec: Mapping[str, Any]) -> str:
-    return yaml.dump(dict(rec), Dumper=_RecordDumper, sort_keys=False, default_flow_style=False, width=120,
-                     allow_unicode=False)
+    return SCHEMA_LINE + yaml.dump(dict(rec), Dumper=_RecordDumper, sort_keys=False, default_flow_style=False,
+                                   width=120, allow_unicode=False)
 
 
 def trace_one(architecture: Mapping[str, Any], spec: TraceSpec) -> tuple[Any, dict[str, str]]:
