@@ -154,9 +154,11 @@ def test_kv_cache_types_bytes_per_element(kid: str, nbytes: Fraction) -> None:
 # eager_attention_forward): repeat_kv(key), repeat_kv(value) -> batch x heads x keys x d each (only when there are
 # fewer KV heads than query heads: 2*t*heads*d*a); attn_weights = q @ k^T * scaling (+ the 4-D float mask,
 # batch x 1 x t x context in the activation dtype); softmax(attn_weights, dim=-1, dtype=torch.float32).to(q.dtype).
-# PyTorch's softmax with dtype=float32 converts a bf16 input to a float32 copy first and then writes a float32
-# output: 2 + 4 + 4 = 10 bytes per score live at once; a CUDA fp16 input goes through the half_to_float kernel (2 + 4)
-# and the cast back adds 2: 8; fp32 scores and their fp32 softmax: 4 + 4 = 8.
+# PyTorch's softmax with dtype=float32 (pytorch/pytorch aten/src/ATen/native/SoftMax.cpp, softmax(input, dim, dtype):
+# only a CUDA Half input takes at::_softmax(input, dim, half_to_float=true); any other input is first
+# input_.toType(dtype)) converts a bf16 input to a float32 copy and then writes a float32 output: 2 + 4 + 4 = 10 bytes
+# per score live at once; a CUDA fp16 input goes through the half_to_float kernel (2 + 4) and the cast back adds 2:
+# 8; fp32 scores (toType to its own type is no copy) and their fp32 softmax: 4 + 4 = 8.
 BF16_SCORE, FP16_SCORE, FP32_SCORE = 2 + 4 + 4, 2 + 4 + 2, 4 + 4
 
 

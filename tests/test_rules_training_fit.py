@@ -241,6 +241,10 @@ def test_lora_estimate_states_and_phases() -> None:
     assert step.parts == {"weights": 369280, "optimizer": 278528 + 139264, "gradients": 139264, "activations": 0,
                           "overhead": 0}
     assert e.peak_phase == "optimizer_step" and e.total_bytes == 369280 + 417792 + 139264 == 926336
+    # The adapters see every token of the micro-batch: 2 sequences of 4 are the same 8 tokens (the flash LSE
+    # b*heads*s*4 is also the same, 2*8*4*4 = 1*8*8*4).
+    e2 = estimate(a, Scenario(workload="lora", context=4, batch=2, overhead_bytes=0), PRECISIONS)
+    assert e2.activation_bytes == 98816
 
 
 def test_lora_zero_partitions_and_no_zero3_gather() -> None:
@@ -774,6 +778,9 @@ def test_training_estimate_by_recipe(recipe: str, w: int, g: int, master: int, o
                                         overhead_bytes=0), PRECISIONS)
     assert e.scenario.recipe == recipe
     assert (e.weights_bytes, e.gradient_bytes, e.optimizer_bytes) == (w * P, g * P, (master + opt) * P)
+    # Only amp makes autocast's 16-bit weight copies: per layer 2 x 40960 = 81920 saved with the layer, the head
+    # 2 x 16384 = 32768 (see the amp tests below): 2*(17152 + 81920) + 22528 + 32768 = 253440 against 7104*8.
+    assert e.phases[0].parts["activations"] == (253440 if recipe == "amp" else 7104 * 8)
     assert e.weights_by_type == {"bf16" if w == 2 else "f32": w * P}
     step = e.phases[2]
     assert step.parts == {"weights": w * P, "optimizer": (master + opt + temp) * P, "gradients": g * P,
@@ -919,9 +926,10 @@ def test_amp_tied_full_checkpointing() -> None:
     # outside 180224. Forward: 2*8192 + 180224 + all autocast copies 196608 = 393216.
     fwd, bwd, _ = small.phases
     assert fwd.parts["activations"] == 393216
-    # Walk: start 65792 + (16384 + 180224 + 32768) = 295168; after layer 0 394496 + 16384 = 410880; the end
-    # 460032 wins.
-    assert (bwd.parts["gradients"], bwd.parts["activations"]) == (460032, 0)
+    # Walk: start 65792 + (16384 + 180224 + 32768) = 295168; after layer 0 394496 + 16384 = 410880, with the
+    # workspace of the layer being rebuilt (137216) and its autocast copies (81920): 629632, more than the end
+    # (460032 of gradients with the tied sum), so the walk's point is the peak.
+    assert (bwd.parts["gradients"], bwd.parts["activations"]) == (394496, 16384 + 137216 + 81920)
     large = tied_amp(256, "full")
     # T = 256: inputs 2 x 32768, outside 2*256*64*2 + 256*2560 = 720896, head copy 32768: start 819200 + 65792
     # = 884992 beats the end (460032); the workspace is one layer rebuilt, 2144*256 = 548864, with its autocast
@@ -930,6 +938,19 @@ def test_amp_tied_full_checkpointing() -> None:
     assert fwd.parts["activations"] == 65536 + 720896 + 196608
     assert (bwd.parts["gradients"], bwd.parts["activations"]) == (65792, 819200 + 548864 + 81920)
     assert bwd.total == 394496 + 788992 + 65792 + 1449984 == 2699264
+
+
+@pytest.mark.parametrize("recipe,precision,end", [
+    # tied DENSE, T = 8: all gradients (g x 98624) plus the sum g x 256 x 64; the walk's best point is all
+    # gradients + 2048, which the sum (32768 or 65536) beats.
+    ("amp", "bf16", 4 * 98624 + 65536), ("mixed", "bf16", 2 * 98624 + 32768),
+    ("pure", "bf16", 2 * 98624 + 32768), ("fp32", "fp32", 4 * 98624 + 65536),
+])
+def test_tied_gradient_sum_in_the_recipes_gradient_dtype(recipe: str, precision: str, end: int) -> None:
+    e = estimate(parse(DENSE, tie_word_embeddings=True),
+                 Scenario(workload="train", precision=precision, recipe=recipe, context=8, overhead_bytes=0),
+                 PRECISIONS)
+    assert (e.phases[1].parts["gradients"], e.phases[1].parts["activations"]) == (end, 0)
 
 
 def test_mixed_recipe_makes_no_autocast_copies_and_sums_tied_gradients_in_16_bit() -> None:
@@ -946,6 +967,18 @@ def test_mixed_recipe_makes_no_autocast_copies_and_sums_tied_gradients_in_16_bit
     z2 = estimate(parse(DENSE, tie_word_embeddings=True),
                   Scenario(workload="train", context=8, zero=2, gpus=2, overhead_bytes=0), PRECISIONS)
     assert (z2.phases[1].parts["gradients"], z2.phases[1].parts["activations"]) == (115008, 0)
+
+
+# The end of backward (all gradients plus the tied sum) must be compared with the walk's best point WITH the
+# recomputation workspace that point carries, or a larger walk point hides behind it.
+def test_backward_end_does_not_hide_a_larger_walk_point_with_its_workspace() -> None:
+    # Tied DENSE, mixed, full checkpointing, T = 32: after layer 0 the walk holds all gradients 197248, working
+    # activations 2*32*64*2 = 8192 and one rebuilt layer 2144*32 = 68608 = 274048; the end of backward holds
+    # 197248 + the tied sum 32768 = 230016. The backward phase must be the larger of the two.
+    e = estimate(parse(DENSE, tie_word_embeddings=True),
+                 Scenario(workload="train", context=32, checkpointing="full", overhead_bytes=0), PRECISIONS)
+    bwd = e.phases[1]
+    assert bwd.parts["gradients"] + bwd.parts["activations"] >= 197248 + 8192 + 68608
 
 
 # --- scenario validation of the new fields ---------------------------------------------------------------

@@ -466,7 +466,7 @@ def _training(arch: Architecture, s: Scenario, prec: Precision, catalog: Precisi
         cand_acts = remaining + 2 * s.batch * s.context * arch.hidden_size * 2
         if max(done_grads, held_grads) + cand_acts > max(best_grads, held_grads) + best_acts:
             best_grads, best_acts = done_grads, cand_acts
-    if max(grads + tied_grad_sum, held_grads) > max(best_grads, held_grads) + best_acts:
+    if max(grads + tied_grad_sum, held_grads) > max(best_grads, held_grads) + best_acts + workspace:
         best_grads, best_acts = grads + tied_grad_sum, 0  # the end of backward, summing a tied gradient
         workspace = 0
     backward = Phase("backward", {"weights": weights, "optimizer": master + opt,
