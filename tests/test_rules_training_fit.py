@@ -828,14 +828,17 @@ def test_data_parallel_without_zero_keeps_the_full_states_per_gpu() -> None:
 def test_lora_saved_bytes_by_adapter_dtype() -> None:
     moe = parse(MOE)
     groups = ("attention", "mlp", "experts")
-    assert lora_saved_bytes(moe, 4, groups, 8, 4) == 8192 + 512 + 10240 + 768 == 19712
-    assert lora_saved_bytes(moe, 4, groups, 8, 2) == 640
-    # Experts alone, top-2 and top-3: rows 16 and 24.
-    assert lora_saved_bytes(moe, 4, ("experts",), 8, 4) == 10240 + 768 == 11008
-    assert lora_saved_bytes(parse(MOE, num_experts_per_tok=3), 4, ("experts",), 8, 4) == \
-        24 * 160 * 4 + 3 * 24 * 4 * 4 == 16512
-    # The copy is skipped when the adapters are in the activation dtype: fp32 adapters over fp32 activations.
-    assert lora_saved_bytes(moe, 4, groups, 8, 4, a=4) == 4 * 8 * 4 * 4 + 3 * 16 * 4 * 4 == 1280
+    # Attention, fp32 adapters, T = 8: the fp32 input copies 8 x (64 + 64 + 64 + 64) x 4 = 8192 and the rank-4
+    # projections 4 x 8 x 4 x 4 = 512. The stacked experts (3 x (4, 32, 64) = 24576 weights per layer) are one
+    # 3-D parameter each, which peft adapts through target_parameters (ParamWrapper parametrizes W + B A), so
+    # their merged bf16 weights are saved whole, 24576 x 2 = 49152, whatever the tokens and the adapter dtype.
+    assert lora_saved_bytes(moe, 4, groups, 8, 4) == 8192 + 512 + 49152 == 57856
+    assert lora_saved_bytes(moe, 4, groups, 8, 2) == 4 * 8 * 4 * 2 + 49152 == 49408
+    assert lora_saved_bytes(moe, 4, ("experts",), 8, 4) == 49152
+    assert lora_saved_bytes(parse(MOE, num_experts_per_tok=3), 4, ("experts",), 8, 4) == 49152  # top-k irrelevant
+    # The copy is skipped when the adapters are in the activation dtype: fp32 adapters over fp32 activations;
+    # the merged expert weights are then fp32: 24576 x 4.
+    assert lora_saved_bytes(moe, 4, groups, 8, 4, a=4) == 4 * 8 * 4 * 4 + 24576 * 4 == 98816
     # DENSE, rank 16, T = 8 (as in test_lora_estimate_states_and_phases): 17408 + 3584 fp32, 7 x 8 x 16 x 2 bf16.
     assert lora_saved_bytes(parse(DENSE), 16, groups, 8, 4) == 20992
     assert lora_saved_bytes(parse(DENSE), 16, groups, 8, 2) == 1792
@@ -847,12 +850,12 @@ def test_lora_saved_bytes_takes_the_largest_layer() -> None:
     # + 3 x 8 x 4 x 4 = 384 -> 7552; layer 1 (shared expert: three d_in 64) 8 x 192 x 4 + 384 = 6528. Layer 0 wins.
     assert lora_saved_bytes(ds, 4, ("mlp",), 8, 4) == 7552
     # Everything: attention per layer (q d_in 64, kv_a 64, kv_b 16, o 64) 8 x 208 x 4 + 4 x 8 x 4 x 4 = 7168;
-    # layer 0 7168 + 7552 = 14720; layer 1 7168 + 6528 + routed experts (rows 16: d_in 64, 64, 16)
-    # 16 x 144 x 4 + 3 x 16 x 4 x 4 = 9984 -> 23680. Layer 1 wins.
-    assert lora_saved_bytes(ds, 4, ("attention", "mlp", "experts"), 8, 4) == 23680
+    # layer 0 7168 + 7552 = 14720; layer 1 7168 + 6528 + the merged routed experts (gate, up (4, 16, 64), down
+    # (4, 64, 16): 12288 weights) x 2 = 24576 -> 38272. Layer 1 wins.
+    assert lora_saved_bytes(ds, 4, ("attention", "mlp", "experts"), 8, 4) == 38272
 
 
-@pytest.mark.parametrize("dtype,ab,extra", [("fp32", 4, 19712), ("bf16", 2, 640)])
+@pytest.mark.parametrize("dtype,ab,extra", [("fp32", 4, 57856), ("bf16", 2, 49408)])
 def test_lora_estimate_by_adapter_dtype(dtype: str, ab: int, extra: int) -> None:
     tr = 12544
     e = estimate(parse(MOE), Scenario(workload="lora", lora_rank=4, adapter_dtype=dtype, context=8,

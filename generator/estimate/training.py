@@ -210,10 +210,18 @@ def lora_saved_bytes(arch: Architecture, rank: int, groups: Iterable[str], token
     lora_B(lora_A(x)): lora_A saves its input, lora_B saves the rank-r projection. With fp32 adapters over a
     16-bit base that is a float32 copy of the input (tokens x d_in x 4) per adapted matrix (q, k and v each
     make their own) plus tokens x r x 4; with adapters in the activation dtype the input is the one the base
-    layer already saves, and only tokens x r x `a` is new. Routed experts see tokens x top-k rows."""
+    layer already saves, and only tokens x r x `a` is new. Stacked (3-D) expert weights are adapted whole: their
+    merged weights are saved instead."""
     per_layer = [0] * arch.num_layers
     for t in lora_targets(arch, tuple(groups)):
         if t.layer is None or t.layer >= arch.num_layers:
+            continue
+        if t.group == EXPERTS and len(t.shape) == 3:
+            # Stacked experts are one 3-D parameter (transformers' fused experts), which peft adapts through
+            # target_parameters: ParamWrapper parametrizes the weight as W + (B A) x scaling (tuners/lora/layer.py
+            # at 5d602fd, ParamWrapper.get_delta_weight and _activate_lora), so every adapted expert weight is
+            # materialised merged, in the base dtype, and saved by the grouped matmul for backward.
+            per_layer[t.layer] += t.numel * a
             continue
         rows = tokens * arch.experts_per_token if t.group == EXPERTS else tokens
         copy = rows * t.shape[-1] * adapter_bytes if adapter_bytes != a else 0
