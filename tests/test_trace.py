@@ -155,6 +155,7 @@ def test_make_traces_runs_each_model_as_transformers_would():
 # With torch: the traces
 
 
+@pytest.mark.slow  # runs a real trace (needs the trace extra)
 def test_inference_counts_bf16_weights_and_the_trackers_agree(run_trace):
     r = run_trace(TINY, TraceSpec(context=128))
     assert r.parameters == PARAMS and r.trainable_parameters == 0
@@ -170,6 +171,7 @@ def test_inference_counts_bf16_weights_and_the_trackers_agree(run_trace):
     assert fp32.by_category["parameter"] == 4 * PARAMS
 
 
+@pytest.mark.slow  # runs a real trace (needs the trace extra)
 def test_eager_attention_materialises_the_scores(run_trace):
     sdpa = run_trace(TINY, TraceSpec(context=128))
     eager = run_trace(TINY, TraceSpec(context=128, attention="eager"))
@@ -179,6 +181,7 @@ def test_eager_attention_materialises_the_scores(run_trace):
     assert eager.crosscheck_peak_bytes == eager.peak_bytes
 
 
+@pytest.mark.slow  # runs a real trace (needs the trace extra)
 def test_foreach_adamw_holds_one_parameter_sized_fp32_temporary(run_trace):
     p4 = 4 * PARAMS  # fp32 recipe: parameters, gradients and both AdamW moments are fp32
     foreach = run_trace(TINY, TraceSpec(workload="train", recipe="fp32", optimizer="adamw_torch", context=16))
@@ -199,6 +202,7 @@ def test_foreach_adamw_holds_one_parameter_sized_fp32_temporary(run_trace):
     assert fused.crosscheck_peak_bytes == fused.peak_bytes
 
 
+@pytest.mark.slow  # runs a real trace (needs the trace extra)
 def test_recipes_set_the_dtypes_of_parameters_and_states(run_trace):
     steps = 4 * PARAM_TENSORS
     pure = run_trace(TINY, TraceSpec(workload="train", recipe="pure", context=16))
@@ -211,6 +215,7 @@ def test_recipes_set_the_dtypes_of_parameters_and_states(run_trace):
     assert amp.crosscheck_peak_bytes == amp.peak_bytes and pure.crosscheck_peak_bytes == pure.peak_bytes
 
 
+@pytest.mark.slow  # runs a real trace (needs the trace extra)
 def test_tied_embedding_gradients_are_summed_in_place(run_trace, monkeypatch):
     import generator.trace.runner as runner
 
@@ -235,6 +240,7 @@ def test_tied_embedding_gradients_are_summed_in_place(run_trace, monkeypatch):
 ADAPTERS, ADAPTER_TENSORS = 34_816, 28
 
 
+@pytest.mark.slow  # runs a real trace (needs the trace extra)
 def test_lora_fp32_adapters(run_trace):
     r = run_trace(TINY, TraceSpec(workload="lora", context=16))
     assert r.trainable_parameters == ADAPTERS and r.parameters == PARAMS
@@ -244,6 +250,7 @@ def test_lora_fp32_adapters(run_trace):
     assert r.crosscheck_peak_bytes == r.peak_bytes and r.peak_phase.startswith("step 2 ")
 
 
+@pytest.mark.slow  # runs a real trace (needs the trace extra)
 def test_lora_bf16_adapters(run_trace):
     r = run_trace(TINY, TraceSpec(workload="lora", context=16, adapter_dtype="bf16"))
     assert r.by_category["parameter"] == 2 * PARAMS + 2 * ADAPTERS
@@ -251,6 +258,7 @@ def test_lora_bf16_adapters(run_trace):
     assert r.crosscheck_peak_bytes == r.peak_bytes
 
 
+@pytest.mark.slow  # runs a real trace (needs the trace extra)
 def test_lora_attention_only(run_trace):
     r = run_trace(TINY, TraceSpec(workload="lora", context=16, lora_targets=("attention",)))
     assert r.lora_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -265,6 +273,7 @@ MOE = {**TINY, "model_type": "mixtral", "num_local_experts": 4, "num_experts_per
 MOE_PARAMS = 262_976
 
 
+@pytest.mark.slow  # runs a real trace (needs the trace extra)
 def test_lora_on_fused_moe_experts(run_trace):
     r = run_trace(MOE, TraceSpec(workload="lora", context=16, lora_targets=("experts",)))
     assert r.parameters == MOE_PARAMS
@@ -277,6 +286,7 @@ def test_lora_on_fused_moe_experts(run_trace):
     assert r.crosscheck_peak_bytes == r.peak_bytes
 
 
+@pytest.mark.slow  # runs a real trace (needs the trace extra)
 def test_moe_with_fp32_experts_goes_through_the_fallback_and_says_so(run_trace):
     r = run_trace(MOE, TraceSpec(workload="train", recipe="amp", context=16))
     assert r.by_category["parameter"] == 4 * MOE_PARAMS
@@ -286,6 +296,7 @@ def test_moe_with_fp32_experts_goes_through_the_fallback_and_says_so(run_trace):
     assert not any("grouped_mm" in n for n in bf16.notes)
 
 
+@pytest.mark.slow  # runs a real trace (needs the trace extra)
 def test_unpacked_batches_keep_sdpa_on_its_causal_path(run_trace, monkeypatch):
     import generator.trace.runner as runner
 
@@ -299,6 +310,7 @@ def test_unpacked_batches_keep_sdpa_on_its_causal_path(run_trace, monkeypatch):
     assert unguarded.peak_bytes - guarded.peak_bytes == LAYERS * 64 * 64 * 4
 
 
+@pytest.mark.slow  # runs a real trace (needs the trace extra)
 def test_cli_record_from_a_config_file(run_trace, tmp_path):
     config = tmp_path / "config.json"
     config.write_text(json.dumps(TINY))
@@ -323,6 +335,7 @@ def test_cli_record_from_a_config_file(run_trace, tmp_path):
                              "by_category", "versions", "method", "notes"]
 
 
+@pytest.mark.slow  # runs a real trace (needs the trace extra)
 def test_a_model_type_transformers_does_not_know_fails_in_one_line(run_trace, tmp_path):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({**TINY, "model_type": "no_such_model"}))
@@ -331,6 +344,7 @@ def test_a_model_type_transformers_does_not_know_fails_in_one_line(run_trace, tm
     assert len(r.stderr.splitlines()) == 1 and "no_such_model" in r.stderr
 
 
+@pytest.mark.slow  # runs a real trace (needs the trace extra)
 def test_unknown_catalog_model(run_trace):
     r = cli("meta-llama/Llama-3.2-1", "--data", str(Path(__file__).resolve().parents[1] / "data"))
     assert r.exit_code == 2 and "unknown model" in r.stderr and "meta-llama/Llama-3.2-1B" in r.stderr

@@ -339,6 +339,7 @@ class TraceFile(Strict):
     """data/traces/*.yaml: PyTorch's own peak of one model and workload (written by llm-memory trace)."""
 
     model: ModelId | None = None
+    config: Annotated[str, StringConstraints(max_length=500)] | None = None  # a traced config file's path
     model_type: Slug
     config_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
     conditions: TraceConditions
