@@ -276,7 +276,7 @@ def _estimate(arch: Architecture, scenario: Scenario, catalog: PrecisionCatalog)
     kv_bpe = catalog.kv_bytes_per_element(s.kv_precision)
     rt = catalog.runtimes.get(s.runtime) if s.runtime else None
     assumptions = [
-        f"Runtime: {rt.label} ({rt.description})" if rt else
+        f"Runtime: {rt.label} ({rt.description.rstrip('.')})." if rt else
         "Runtime: none named (generic assumptions: the whole prompt in one pass, mixed-precision training).",
         f"Weights stored as {prec.label}: {prec.description}".strip(),
         f"Runtime overhead {s.overhead_bytes / GIB:.2f} GiB (CUDA context, kernels, workspaces, allocator slack).",

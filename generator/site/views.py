@@ -228,6 +228,7 @@ class Breakdown:
     segments: list[charts.Segment]
     svg_title: str
     svg_desc: str
+    assumptions: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -238,11 +239,14 @@ class Fact:
 
 
 def _scenario_text(s: Scenario) -> str:
-    bits = [f"context {tokens(s.context)}", f"batch {s.batch}"]
+    bits = [f"runtime {s.runtime}"] if s.runtime else []
+    bits += [f"context {tokens(s.context)}", f"batch {s.batch}"]
     if s.workload == "inference":
         bits.append(f"KV cache {s.kv_precision}")
     else:
-        bits.append(f"{s.optimizer}, checkpointing {s.checkpointing}")
+        bits.append((f"recipe {s.recipe}, " if s.recipe else "")
+                    + (f"{s.adapter_dtype} adapters, " if s.adapter_dtype else "")
+                    + f"{s.optimizer}, checkpointing {s.checkpointing}")
     if s.gpus > 1:
         bits.append(f"{s.gpus} GPUs" + (f", ZeRO-{s.zero}" if s.zero else "") + ", per GPU")
     return ", ".join(bits)
@@ -263,7 +267,8 @@ def breakdowns(data: SiteData, mr: ModelResult) -> list[Breakdown]:
         out.append(Breakdown(w.id, w.label, w.description, plabel, _scenario_text(est.scenario), gib(est.total_bytes),
                              est.peak_phase.replace("_", " "), segs,
                              f"{mr.model.file.name}, {w.label}, {plabel}: {gib(est.total_bytes)}",
-                             f"Memory at the peak ({est.peak_phase.replace('_', ' ')}): {desc}."))
+                             f"Memory at the peak ({est.peak_phase.replace('_', ' ')}): {desc}.",
+                             list(est.assumptions)))
     return out
 
 
