@@ -1,0 +1,1 @@
+"""Development tools (mutation testing); not part of the installed package."""
