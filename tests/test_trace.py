@@ -322,6 +322,16 @@ def test_unpacked_batches_keep_sdpa_on_its_causal_path(run_trace, monkeypatch):
 
 
 @pytest.mark.slow  # runs a real trace (needs the trace extra)
+def test_the_traced_config_is_hashed_as_read(run_trace):
+    from generator.trace.runner import build_config
+
+    llama3 = {**TINY, "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "high_freq_factor": 4.0,
+                                       "low_freq_factor": 1.0, "original_max_position_embeddings": 8192}}
+    before = config_sha256(llama3)
+    build_config(llama3)  # transformers adds rope_theta to the rope_scaling dict it is given
+    assert config_sha256(llama3) == before
+
+
 def test_cli_record_from_a_config_file(run_trace, tmp_path):
     config = tmp_path / "config.json"
     config.write_text(json.dumps(TINY))

@@ -12,6 +12,7 @@ Sources this follows (torch 2.13, transformers 5.23, peft 0.21):
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -433,6 +434,9 @@ def build_config(architecture: Mapping[str, Any]) -> tuple[Any, str, list[str]]:
     from transformers import AutoConfig
 
     notes: list[str] = []
+    # transformers edits nested dicts in place (it adds rope_theta to rope_scaling): work on a copy, so that the
+    # caller's config, and its hash in the record, stay as read.
+    architecture = copy.deepcopy(dict(architecture))
     model_type = architecture.get("model_type")
     if not isinstance(model_type, str):
         raise TraceError("the config has no model_type")
