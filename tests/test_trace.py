@@ -141,13 +141,13 @@ def test_make_traces_runs_each_model_as_transformers_would():
     assert loader is not None and loader.loader is not None
     tool = importlib.util.module_from_spec(loader)
     loader.loader.exec_module(tool)
-    eager_only = tool.adapt(tool.STANDARD, {"sdpa": False, "lora_groups": ("attention", "experts")})
+    eager_only = tool.adapt(tool.STANDARD, {"sdpa": False, "lora_targets": ("attention", "experts")})
     assert "inference-sdpa" not in eager_only and eager_only["inference-eager"].attention == "eager"
     assert all(spec.attention == "eager" for spec in eager_only.values())
     assert len({spec for spec in eager_only.values()}) == len(eager_only) == len(tool.STANDARD) - 1
     lora = [spec for spec in eager_only.values() if spec.workload == "lora"]
     assert lora and all(spec.lora_targets == ("attention", "experts") for spec in lora)
-    dense = tool.adapt(tool.STANDARD, {"sdpa": True, "lora_groups": ("attention", "mlp")})
+    dense = tool.adapt(tool.STANDARD, {"sdpa": True, "lora_targets": ("attention", "mlp")})
     assert [s.attention for s in dense.values()] == [s.attention for s in tool.STANDARD.values()]
 
 
@@ -287,6 +287,17 @@ def test_lora_on_fused_moe_experts(run_trace):
 
 
 @pytest.mark.slow  # runs a real trace (needs the trace extra)
+def test_lora_mlp_on_moe_goes_to_the_experts_as_peft_maps_it(run_trace):
+    r = run_trace(MOE, TraceSpec(workload="lora", context=16))  # attention and mlp: Mixtral's w1, w2, w3
+    assert r.lora_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "experts.down_proj", "experts.gate_up_proj"]
+    # peft (peft/utils/transformers_weight_conversion.py, _convert_peft_config_moe) fuses w1 and w3 into gate_up_proj
+    # with twice the rank: attention 2 x 4 x 2,048 = 16,384; gate_up 2 x 4 x 32 x (64 + 256) = 81,920;
+    # down 2 x 4 x 16 x (128 + 64) = 24,576.
+    assert r.trainable_parameters == 16_384 + 81_920 + 24_576
+    assert any("rank 32 on gate_up_proj" in n for n in r.notes)
+
+
+@pytest.mark.slow  # runs a real trace (needs the trace extra)
 def test_moe_with_fp32_experts_goes_through_the_fallback_and_says_so(run_trace):
     r = run_trace(MOE, TraceSpec(workload="train", recipe="amp", context=16))
     assert r.by_category["parameter"] == 4 * MOE_PARAMS
@@ -311,6 +322,16 @@ def test_unpacked_batches_keep_sdpa_on_its_causal_path(run_trace, monkeypatch):
 
 
 @pytest.mark.slow  # runs a real trace (needs the trace extra)
+def test_the_traced_config_is_hashed_as_read(run_trace):
+    from generator.trace.runner import build_config
+
+    llama3 = {**TINY, "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "high_freq_factor": 4.0,
+                                       "low_freq_factor": 1.0, "original_max_position_embeddings": 8192}}
+    before = config_sha256(llama3)
+    build_config(llama3)  # transformers adds rope_theta to the rope_scaling dict it is given
+    assert config_sha256(llama3) == before
+
+
 def test_cli_record_from_a_config_file(run_trace, tmp_path):
     config = tmp_path / "config.json"
     config.write_text(json.dumps(TINY))

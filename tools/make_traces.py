@@ -4,7 +4,7 @@
 
 Each trace is written to OUT/<ORG--NAME>--<conditions>.yaml (generator/trace/spec.py, file_name); its wall time
 goes to stderr. A model that transformers runs eager (gemma2, gpt_oss) gets eager traces instead of sdpa ones, and
-LoRA adapts every group among attention, mlp and experts that the model has. Needs the trace extra
+LoRA adapts attention and the MLP (attention and the fused experts of an MoE model). Needs the trace extra
 (pip install '.[trace]'). A trace that fails is reported and the others still run; the exit status is 1 when any
 failed, 2 when the extra is missing.
 """
@@ -42,7 +42,7 @@ OPTIONAL: dict[str, TraceSpec] = {
 def adapt(chosen: dict[str, TraceSpec], facts: dict[str, Any]) -> dict[str, TraceSpec]:
     """The chosen specs as this model runs them. A model transformers will not run with SDPA (gemma2, gpt_oss)
     runs eager by default: its sdpa specs become eager ones (dropped when that eager spec is chosen already).
-    LoRA adapts every group among attention, mlp and experts that the model has (MoE experts included)."""
+    LoRA adapts attention and the MLP of a dense model, attention and the fused experts of an MoE one."""
     out: dict[str, TraceSpec] = {}
     for name, spec in chosen.items():
         if spec.attention == "sdpa" and not facts["sdpa"]:
@@ -51,7 +51,7 @@ def adapt(chosen: dict[str, TraceSpec], facts: dict[str, Any]) -> dict[str, Trac
                 continue
             name += " (eager: no sdpa)"
         if spec.workload == "lora":
-            spec = replace(spec, lora_targets=facts["lora_groups"])
+            spec = replace(spec, lora_targets=facts["lora_targets"])
         out[name] = spec
     return out
 

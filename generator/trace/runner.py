@@ -12,6 +12,7 @@ Sources this follows (torch 2.13, transformers 5.23, peft 0.21):
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -33,10 +34,13 @@ CATEGORIES = {"Parameter": "parameter", "Buffer": "buffer", "Gradient": "gradien
 # quantisation (a trace runs the model at the traced dtype; quantised kernels have no fake implementation).
 DROPPED_KEYS = ("model_type", "torch_dtype", "dtype", "quantization_config")
 
-# LoRA target module names per model type and group. peft matches a target name against the end of a module's
-# qualified name (peft/tuners/tuners_utils.py, check_target_module_exists), so "attn.c_proj" picks GPT-2's
-# attention output and not its MLP's c_proj.
-_LLAMA_TARGETS = {"attention": ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp": ("gate_proj", "up_proj", "down_proj")}
+# LoRA target module names per model type and group, as a user writes them. peft matches a target name against the
+# end of a module's qualified name (peft/tuners/tuners_utils.py, check_target_module_exists), so "attn.c_proj" picks
+# GPT-2's attention output and not its MLP's c_proj. transformers 5 fuses MoE experts into 3-D parameters; for the
+# model types it knows, peft maps the transformers-4 expert names onto them (gate_proj, up_proj, down_proj; w1, w2,
+# w3 for Mixtral) in peft/utils/transformers_weight_conversion.py, _convert_peft_config_moe.
+_LLAMA_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+_LLAMA_TARGETS = {"attention": _LLAMA_ATTENTION, "mlp": ("gate_proj", "up_proj", "down_proj")}
 LORA_MODULES: dict[str, dict[str, tuple[str, ...]]] = {
     "phi3": {"attention": ("qkv_proj", "o_proj"), "mlp": ("gate_up_proj", "down_proj")},
     "gpt2": {"attention": ("attn.c_attn", "attn.c_proj"), "mlp": ("mlp.c_fc", "mlp.c_proj")},
@@ -45,6 +49,7 @@ LORA_MODULES: dict[str, dict[str, tuple[str, ...]]] = {
     # MLA: queries through a low-rank pair when q_lora_rank is set (q_a_proj, q_b_proj), else q_proj.
     "deepseek_v3": {"attention": ("q_proj", "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj"),
                     "mlp": ("gate_proj", "up_proj", "down_proj")},
+    "mixtral": {"attention": _LLAMA_ATTENTION, "mlp": ("w1", "w2", "w3")},
 }
 
 
@@ -429,6 +434,9 @@ def build_config(architecture: Mapping[str, Any]) -> tuple[Any, str, list[str]]:
     from transformers import AutoConfig
 
     notes: list[str] = []
+    # transformers edits nested dicts in place (it adds rope_theta to rope_scaling): work on a copy, so that the
+    # caller's config, and its hash in the record, stay as read.
+    architecture = copy.deepcopy(dict(architecture))
     model_type = architecture.get("model_type")
     if not isinstance(model_type, str):
         raise TraceError("the config has no model_type")
@@ -448,43 +456,71 @@ def build_config(architecture: Mapping[str, Any]) -> tuple[Any, str, list[str]]:
         raise TraceError(f"transformers cannot build a {model_type!r} config: {e}") from None
 
 
-def lora_modules(model: nn.Module, model_type: str, groups: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """(target_modules, target_parameters) for peft: the module names of the requested groups that name at least
-    one module of the model, and for "experts" the fused 3-D expert weights (transformers 5 stores a layer's
-    experts as one parameter per projection), which peft adapts through LoraConfig.target_parameters."""
+def _expert_weights(model: nn.Module) -> list[str]:
+    """The fused 3-D expert weights as peft's target_parameters names them: experts.gate_up_proj, ..."""
+    return sorted({f"experts.{n.rsplit('.', 1)[1]}" for n, p in model.named_parameters()
+                   if p.dim() == 3 and n.rsplit(".", 2)[-2] == "experts"})
+
+
+def lora_targets(model: nn.Module, model_type: str, groups: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(target_modules, target_parameters) for peft's LoraConfig, as a user writes them: module names for attention
+    and mlp, and for "experts" the fused 3-D expert weights (LoraConfig.target_parameters)."""
     table = LORA_MODULES.get(model_type, _LLAMA_TARGETS)
-    names = [n for n, _ in model.named_modules()]
+    modules = [t for g in groups if g != "experts" for t in table[g]]
+    weights = _expert_weights(model) if "experts" in groups else []
+    if "experts" in groups and not weights:
+        raise TraceError(f"LoRA group 'experts' matches nothing: this {model_type} model has no fused expert weights")
+    return modules, weights
+
+
+def lora_adapted(peft_model: nn.Module, model_type: str, groups: tuple[str, ...], asked_weights: list[str],
+                 has_experts: bool) -> tuple[list[str], list[str]]:
+    """What peft adapted, by short name (q_proj, experts.gate_up_proj, ...), and notes on what it changed.
+    Raises TraceError when a requested group adapted nothing."""
+    tuner = peft_model.base_model
+    table = LORA_MODULES.get(model_type, _LLAMA_TARGETS)
+    params = list(getattr(tuner, "targeted_parameter_names", None) or [])
+    containers = {p.rsplit(".", 1)[0] for p in params}
+    known = [t for g in groups if g != "experts" for t in table[g]]
     modules: list[str] = []
-    parameters: list[str] = []
+    for name in getattr(tuner, "targeted_module_names", None) or []:
+        if name in containers:
+            continue
+        short = next((t for t in known if name == t or name.endswith("." + t)), name.rsplit(".", 1)[-1])
+        if short not in modules:
+            modules.append(short)
+    weights = sorted({".".join(p.rsplit(".", 2)[-2:]) for p in params})
     for group in groups:
         if group == "experts":
-            found = sorted({f"experts.{n.rsplit('.', 1)[1]}" for n, p in model.named_parameters()
-                            if p.dim() == 3 and n.rsplit(".", 2)[-2] == "experts"})
-            parameters.extend(found)
+            hit = bool(weights)
         else:
-            found = [t for t in table[group] if any(n == t or n.endswith("." + t) for n in names)]
-            modules.extend(found)
-        if not found:
-            looked = "fused 3-D experts.* weights" if group == "experts" else ", ".join(table[group])
-            hint = "; MoE experts are fused 3-D parameters: target them with the experts group" \
-                if group == "mlp" and any(n.endswith(".experts") for n in names) else ""
-            raise TraceError(f"LoRA group {group!r} matches nothing in this {model_type} model (looked for "
-                             f"{looked}){hint}")
-    return modules, parameters
+            hit = any(m in table[group] for m in modules) or (group == "mlp" and bool(weights)
+                                                               and "experts" not in groups)
+        if not hit:
+            hint = ("; its experts are fused 3-D weights peft does not map from module names: use the experts group"
+                    if group == "mlp" and has_experts else "")
+            raise TraceError(f"LoRA group {group!r} adapted nothing in this {model_type} model (looked for "
+                             f"{', '.join(table.get(group, ('fused experts.* weights',)))}){hint}")
+    notes = []
+    cfg = peft_model.peft_config["default"]
+    converted = sorted(set(cfg.target_parameters or ()) - set(asked_weights))
+    if converted:
+        # rank_pattern keys are regular expressions such as r".*\.gate_up_proj"
+        ranks = ", ".join(f"rank {r} on {k.split('.')[-1]}" for k, r in (cfg.rank_pattern or {}).items())
+        notes.append(f"peft mapped the transformers-4 expert names onto the fused {', '.join(converted)}"
+                     + (f" ({ranks})" if ranks else ""))
+    return modules + weights, notes
 
 
-def lora_groups_present(model: nn.Module, model_type: str) -> tuple[str, ...]:
-    """The LoRA groups that match something in the model, in LORA_GROUPS order."""
-    from .spec import LORA_GROUPS
-
-    present = []
-    for group in LORA_GROUPS:
-        try:
-            lora_modules(model, model_type, (group,))
-        except TraceError:
-            continue
-        present.append(group)
-    return tuple(present)
+def standard_lora_groups(model: nn.Module, model_type: str) -> tuple[str, ...]:
+    """The LoRA groups a standard trace adapts: attention and the MLP of a dense model; attention and the fused
+    experts (peft's target_parameters, at the given rank, as peft's LoraConfig documents for MoE) of an MoE one."""
+    if _expert_weights(model):
+        return ("attention", "experts")
+    table = LORA_MODULES.get(model_type, _LLAMA_TARGETS)
+    names = [n for n, _ in model.named_modules()]
+    dense = any(n == t or n.endswith("." + t) for n in names for t in table["mlp"])
+    return ("attention", "mlp") if dense else ("attention",)
 
 
 def model_facts(architecture: Mapping[str, Any]) -> dict[str, Any]:
@@ -497,7 +533,7 @@ def model_facts(architecture: Mapping[str, Any]) -> dict[str, Any]:
         warnings.simplefilter("ignore", FutureWarning)
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16, attn_implementation="eager")
         return {"sdpa": bool(getattr(type(model), "_supports_sdpa", False)),
-                "lora_groups": lora_groups_present(model, model_type)}
+                "lora_targets": standard_lora_groups(model, model_type)}
 
 
 def _optimizer(name: str, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -558,6 +594,8 @@ def run_trace(architecture: Mapping[str, Any], spec: TraceSpec) -> TraceResult:
         warnings.simplefilter("ignore", FutureWarning)
         # MemTracker warns when autograd calls a module hook after the module is gone; it skips that hook only.
         warnings.filterwarnings("ignore", message="Module is None")
+        # peft checks its fused-expert rank_pattern against modules, not parameters, and warns though it applies it.
+        warnings.filterwarnings("ignore", message="The following (rank|alpha)_pattern keys did not match")
         try:
             model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation=spec.attention)
         except (ValueError, ImportError, NotImplementedError) as e:
@@ -587,13 +625,19 @@ def run_trace(architecture: Mapping[str, Any], spec: TraceSpec) -> TraceResult:
             if spec.workload == "lora":
                 from peft import LoraConfig, get_peft_model
 
-                modules, weights = lora_modules(model, model_type, spec.lora_targets)
-                targets = modules + weights
+                modules, weights = lora_targets(model, model_type, spec.lora_targets)
+                has_experts = bool(_expert_weights(model))
                 lcfg = LoraConfig(r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=0.0,
                                   target_modules=modules or None, target_parameters=weights or None,
                                   task_type="CAUSAL_LM")
-                with swappable_fake_parameters(fake_mode):
-                    model = get_peft_model(model, lcfg, autocast_adapter_dtype=spec.adapter_dtype == "fp32")
+                try:
+                    with swappable_fake_parameters(fake_mode):
+                        model = get_peft_model(model, lcfg, autocast_adapter_dtype=spec.adapter_dtype == "fp32")
+                except ValueError as e:  # peft: no target found, or a fused target named only in part
+                    raise TraceError(f"peft cannot adapt {', '.join(spec.lora_targets)} in this {model_type} model: "
+                                     f"{' '.join(str(e).split())[:300]}") from None
+                targets, peft_notes = lora_adapted(model, model_type, spec.lora_targets, weights, has_experts)
+                notes.extend(peft_notes)
             model.train()
             trainable = [p for p in model.parameters() if p.requires_grad]
             opt = _optimizer(spec.optimizer, trainable)
