@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -272,12 +273,16 @@ def run(args: argparse.Namespace) -> int:
         timeout = args.timeout or max(30.0, 5 * baseline)
         print(f"{len(mutants)} mutants; clean run {baseline:.1f} s; timeout {timeout:.0f} s; {args.jobs} workers")
 
+        make_lock = threading.Lock()  # the YAML mutants edit and serialise one shared node tree
+
         def one(m: Mutant) -> str:
             workdir = workdirs.get()
             target = workdir / m.path
             original = target.read_text(encoding="utf-8")
             try:
-                target.write_text(m.make(), encoding="utf-8")
+                with make_lock:
+                    text = m.make()
+                target.write_text(text, encoding="utf-8")
                 return outcome(workdir, timeout)
             finally:
                 target.write_text(original, encoding="utf-8")
