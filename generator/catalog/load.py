@@ -9,8 +9,6 @@ that is not ``.yaml`` (a ``.yml``, a ``.json``, a folder) is reported, so nothin
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import re
 import types
 from dataclasses import dataclass, field, replace
@@ -23,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from ..estimate.architecture import Architecture, ConfigError, ParamCounts, count_parameters, parse_architecture
 from ..estimate.precision import CONDITIONS, PrecisionCatalog, PrecisionError, parse_precision_catalog
 from ..estimate.runtime import Runtime, parse_runtime_catalog
+from ..trace.spec import config_sha256
 from .schema import (
     GPU_ID, MODEL_ID, GpuFile, ModelFile, PrecisionsFile, RuntimesFile, TraceFile, Workload, WorkloadsFile,
 )
@@ -437,12 +436,6 @@ def _runtimes(loader: _Loader, precisions: Precisions | None) -> dict[str, Runti
 class Trace:
     file: TraceFile
     path: Path
-
-
-def config_sha256(config: Any) -> str:
-    """SHA-256 of a config's canonical JSON (sorted keys, no spaces), as `llm-memory trace` records it."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _traces(loader: _Loader, models: dict[str, Model]) -> list[Trace]:
